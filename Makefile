@@ -1,0 +1,58 @@
+# rouse — the two commands a new machine needs: `make dev` and `make test`.
+NOMAD_VERSION  := 1.11.1
+CONSUL_VERSION := 1.21.0
+GO             ?= go
+BIN            := $(CURDIR)/bin
+export PATH    := $(BIN):$(PATH)
+
+.PHONY: all build tools dev test test-short vet fmt-check fuzz bench bench-deps bench-gateway bench-load bench-scaler clean
+
+all: build
+
+## tools: build (or reuse) pinned Nomad and Consul into bin/
+tools:
+	@tools/ensure.sh consul $(CONSUL_VERSION)
+	@tools/ensure.sh nomad $(NOMAD_VERSION)
+
+## build: the rouse binary
+build:
+	$(GO) build -o $(BIN)/rouse ./cmd/rouse
+
+## dev: the whole platform on this machine with examples/hello deployed
+dev: tools build
+	$(BIN)/rouse dev
+
+## test: every test, against real Nomad and Consul agents
+test: tools fmt-check vet
+	$(GO) test -count=1 -timeout 40m ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## fuzz: a 60 s fuzz run of the spec parser
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./jobspec/
+
+## bench-deps: load generator and the peer proxy the benchmarks compare against
+bench-deps:
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
+
+## bench-gateway: direct vs rouse gateway vs nginx, same backend, one run
+bench-gateway: tools bench-deps build
+	gateway/bench/run.sh
+
+## bench-load: Knative's load-test shape against examples/autoscale, with a plot
+bench-load: tools build
+	$(GO) run ./examples/loadtest -out bench-results
+
+## bench-scaler: KPA decisions for 10 000 revisions per tick
+bench-scaler:
+	$(GO) test -run '^$$' -bench Tick10k -benchtime 50x ./scaler/...
+
+clean:
+	rm -rf $(BIN) .dev bench-results

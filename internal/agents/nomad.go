@@ -1,0 +1,160 @@
+package agents
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	nomadapi "github.com/hashicorp/nomad/api"
+)
+
+// NomadOptions configure a Nomad dev agent (server + client in one process).
+type NomadOptions struct {
+	Bin         string
+	Dir         string // data_dir and log live here
+	HTTPPort    int    // 0 = pick a free one
+	ConsulAddr  string
+	ConsulToken string
+	ACL         bool // enable ACLs and bootstrap a management token
+}
+
+// Nomad is a running Nomad agent.
+type Nomad struct {
+	*Process
+	Addr  string // http://host:port
+	Token string // management token when ACLs are on
+}
+
+// Client returns an API client with the management token.
+func (n *Nomad) Client() (*nomadapi.Client, error) {
+	cfg := nomadapi.DefaultConfig()
+	cfg.Address = n.Addr
+	cfg.SecretID = n.Token
+	return nomadapi.NewClient(cfg)
+}
+
+// StartNomad starts `nomad agent -dev` on loopback with raw_exec enabled and the cloud
+// fingerprinters denied (they hang a dev client on machines without metadata services),
+// and waits until its node is ready with raw_exec healthy.
+func StartNomad(ctx context.Context, o NomadOptions) (*Nomad, error) {
+	ports, err := FreePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	if o.HTTPPort == 0 {
+		o.HTTPPort = ports[0]
+	}
+	dataDir, err := filepath.Abs(filepath.Join(o.Dir, "nomad-data"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	acl := ""
+	if o.ACL {
+		acl = "acl { enabled = true }"
+	}
+	cfg := fmt.Sprintf(`
+data_dir  = %q
+bind_addr = "127.0.0.1"
+log_level = "WARN"
+ports { http = %d  rpc = %d  serf = %d }
+consul { address = %q  token = %q }
+client {
+  network_interface = "lo"
+  options { "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean" }
+}
+plugin "raw_exec" { config { enabled = true } }
+%s
+`, dataDir, o.HTTPPort, ports[1], ports[2], o.ConsulAddr, o.ConsulToken, acl)
+	cfgFile := filepath.Join(o.Dir, "nomad.hcl")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := start("nomad", o.Bin, filepath.Join(o.Dir, "nomad.log"), "agent", "-dev", "-config", cfgFile)
+	if err != nil {
+		return nil, err
+	}
+	n := &Nomad{Process: p, Addr: "http://127.0.0.1:" + strconv.Itoa(o.HTTPPort)}
+	fail := func(err error) (*Nomad, error) { p.Stop(10 * time.Second); return nil, err }
+	cl, err := n.Client()
+	if err != nil {
+		return fail(err)
+	}
+	if o.ACL {
+		err = waitFor(ctx, p, "ACL bootstrap", 30*time.Second, func() bool {
+			tok, _, err := cl.ACLTokens().Bootstrap(nil)
+			if err != nil {
+				return false
+			}
+			n.Token = tok.SecretID
+			return true
+		})
+		if err != nil {
+			return fail(err)
+		}
+		if cl, err = n.Client(); err != nil {
+			return fail(err)
+		}
+	}
+	err = waitFor(ctx, p, "a ready Nomad node with raw_exec", 60*time.Second, func() bool {
+		nodes, _, err := cl.Nodes().List(nil)
+		if err != nil {
+			return false
+		}
+		for _, nd := range nodes {
+			if nd.Status == "ready" && nd.Drivers["raw_exec"] != nil && nd.Drivers["raw_exec"].Healthy {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return n, nil
+}
+
+// PurgeAll stops and purges every job in every namespace and waits (bounded) until no
+// allocation is running, so no workload process outlives the agent.
+func PurgeAll(ctx context.Context, cl *nomadapi.Client, timeout time.Duration) error {
+	q := (&nomadapi.QueryOptions{Namespace: "*"}).WithContext(ctx)
+	jobs, _, err := cl.Jobs().List(q)
+	if err != nil {
+		return fmt.Errorf("list jobs: %w", err)
+	}
+	for _, j := range jobs {
+		w := (&nomadapi.WriteOptions{Namespace: j.Namespace}).WithContext(ctx)
+		if _, _, err := cl.Jobs().Deregister(j.ID, true, w); err != nil {
+			return fmt.Errorf("purge job %s: %w", j.ID, err)
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		allocs, _, err := cl.Allocations().List(q)
+		if err != nil {
+			return fmt.Errorf("list allocations: %w", err)
+		}
+		running := 0
+		for _, a := range allocs {
+			if a.ClientStatus == "running" || a.ClientStatus == "pending" {
+				running++
+			}
+		}
+		if running == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d allocations still running after %s", running, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

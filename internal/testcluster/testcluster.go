@@ -1,0 +1,188 @@
+// Package testcluster runs real Consul and Nomad agents on free loopback ports for the
+// integration tests of one test package (started once in TestMain, not per test).
+package testcluster
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/rouse-run/rouse/internal/agents"
+)
+
+// Options choose what kind of cluster to start.
+type Options struct {
+	// ACL starts both agents with default-deny ACLs; Consul and Nomad are reachable with
+	// the management tokens in Cluster.ConsulToken and Cluster.NomadToken.
+	ACL bool
+}
+
+// Cluster is a running Consul + Nomad pair.
+type Cluster struct {
+	Dir         string // temp dir holding data, logs and built binaries
+	ConsulAddr  string // host:port
+	NomadAddr   string // http://host:port
+	ConsulToken string // management tokens (ACL mode only)
+	NomadToken  string
+	Consul      *consulapi.Client
+	Nomad       *nomadapi.Client
+
+	consul *agents.Consul
+	nomad  *agents.Nomad
+
+	buildMu sync.Mutex
+	built   map[string]string
+}
+
+// Start starts Consul, then Nomad pointed at it, and waits until both are usable.
+func Start(opts Options) (*Cluster, error) {
+	bins, err := agents.FindBinaries()
+	if err != nil {
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "rouse-testcluster-")
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Dir: dir, built: map[string]string{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	co := agents.ConsulOptions{Bin: bins.Consul, Dir: dir, ACL: opts.ACL}
+	if opts.ACL {
+		co.ManagementToken = uuid()
+	}
+	if c.consul, err = agents.StartConsul(ctx, co); err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	c.ConsulAddr, c.ConsulToken = c.consul.Addr, c.consul.Token
+	if c.Consul, err = c.consul.Client(); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	c.nomad, err = agents.StartNomad(ctx, agents.NomadOptions{Bin: bins.Nomad, Dir: dir, ConsulAddr: c.ConsulAddr, ConsulToken: c.ConsulToken, ACL: opts.ACL})
+	if err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	c.NomadAddr, c.NomadToken = c.nomad.Addr, c.nomad.Token
+	if c.Nomad, err = c.nomad.Client(); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Stop purges every job (so no workload process outlives the test), stops both agents by
+// their PIDs and removes the directory.
+func (c *Cluster) Stop() {
+	if c.nomad != nil {
+		if c.Nomad != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+			if err := agents.PurgeAll(ctx, c.Nomad, 40*time.Second); err != nil {
+				fmt.Fprintf(os.Stderr, "testcluster: cleanup: %v\n", err)
+			}
+			cancel()
+		}
+		c.nomad.Stop(15 * time.Second)
+	}
+	if c.consul != nil {
+		c.consul.Stop(10 * time.Second)
+	}
+	if os.Getenv("ROUSE_KEEP_TESTCLUSTER") == "" {
+		os.RemoveAll(c.Dir)
+	}
+}
+
+// DumpLogs writes the tail of both agents' logs.
+func (c *Cluster) DumpLogs(w io.Writer) {
+	for _, p := range []*agents.Process{processOf(c.consul), processOf(c.nomad)} {
+		if p != nil {
+			fmt.Fprintf(w, "----- %s log (%s), last 8 KiB -----\n%s\n", p.Name, p.LogFile, p.TailLog(8192))
+		}
+	}
+}
+
+func processOf[T interface{ *agents.Consul | *agents.Nomad }](a T) *agents.Process {
+	switch v := any(a).(type) {
+	case *agents.Consul:
+		if v != nil {
+			return v.Process
+		}
+	case *agents.Nomad:
+		if v != nil {
+			return v.Process
+		}
+	}
+	return nil
+}
+
+// Run is a TestMain body: it starts a cluster into *dst, runs the tests, dumps the agent
+// logs when a test failed, and stops the cluster. A cluster that cannot start fails the
+// package (a missing binary is a failed setup, never a skip).
+func Run(m *testing.M, opts Options, dst **Cluster) int {
+	c, err := Start(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*dst = c
+	code := m.Run()
+	if code != 0 {
+		c.DumpLogs(os.Stderr)
+	}
+	c.Stop()
+	return code
+}
+
+// GoBuild builds a main package of the rouse module (e.g. "./examples/hello") once per
+// cluster and returns the binary's path.
+func (c *Cluster) GoBuild(pkg string) (string, error) {
+	c.buildMu.Lock()
+	defer c.buildMu.Unlock()
+	if p, ok := c.built[pkg]; ok {
+		return p, nil
+	}
+	root, err := agents.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(c.Dir, "bin", strings.NewReplacer("/", "_", ".", "_").Replace(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	c.built[pkg] = out
+	return out, nil
+}
+
+// Env returns the environment variables that point rouse's CLI at this cluster.
+func (c *Cluster) Env() []string {
+	return []string{"NOMAD_ADDR=" + c.NomadAddr, "NOMAD_TOKEN=" + c.NomadToken,
+		"CONSUL_HTTP_ADDR=" + c.ConsulAddr, "CONSUL_HTTP_TOKEN=" + c.ConsulToken}
+}
+
+// PurgeJobs removes every job, between tests that need a clean slate.
+func (c *Cluster) PurgeJobs() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	return agents.PurgeAll(ctx, c.Nomad, 40*time.Second)
+}
+
+func uuid() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
