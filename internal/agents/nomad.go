@@ -66,6 +66,9 @@ ports { http = %d  rpc = %d  serf = %d }
 consul { address = %q  token = %q }
 client {
   network_interface = "lo"
+  # kill_timeout is a revision's request timeout (up to 1h); the default cap of 30s would
+  # cut long requests off on scale-down.
+  max_kill_timeout  = "3600s"
   options { "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean" }
 }
 plugin "raw_exec" { config { enabled = true } }

@@ -1,0 +1,218 @@
+package jobspec
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/rouse-run/rouse/internal/revmeta"
+)
+
+// Fixed parts of every revision job.
+const (
+	// ShutdownDelay is how long Nomad waits between deregistering an instance from Consul
+	// and signalling it: the gateway sees the deregistration through a blocking query well
+	// within it and stops sending new requests, so scale-down drops none.
+	ShutdownDelay = 5 * time.Second
+
+	// A broken revision must surface in seconds, not after Nomad's default of two
+	// restarts over 30 minutes: one restart after 1s, then the allocation fails and is
+	// rescheduled with an exponential backoff.
+	restartAttempts = 1
+	restartDelay    = time.Second
+	restartInterval = 10 * time.Second
+	rescheduleDelay = 5 * time.Second
+	rescheduleMax   = 5 * time.Minute
+)
+
+// RevisionName is the name of the revision of s at generation gen: the spec's
+// revision_name, or <name>-<5-digit gen>.
+func RevisionName(s *Spec, gen int) string {
+	if s.RevisionName != "" {
+		return s.RevisionName
+	}
+	return fmt.Sprintf("%s-%05d", s.Name, gen)
+}
+
+// Compile makes the immutable Nomad job of the revision of s at generation gen, and the
+// revision config its job meta carries.
+func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
+	if err := check(s, gen); err != nil {
+		return nil, revmeta.Config{}, err
+	}
+	rev := RevisionName(s, gen)
+	if msg := dnsLabel(rev, true); msg != "" {
+		return nil, revmeta.Config{}, fmt.Errorf("revision name %q %s", rev, msg)
+	}
+
+	a := s.Autoscaling
+	cfg := revmeta.Defaults(s.Namespace, s.Name, rev)
+	cfg.Generation = gen
+	cfg.SpecHash = s.TemplateHash()
+	cfg.Concurrency = s.Concurrency
+	cfg.Timeout = s.Timeout
+	cfg.Metric = a.Metric
+	cfg.Target = a.Target
+	cfg.TargetUtilization = a.TargetUtilization
+	cfg.Min, cfg.Max, cfg.Initial = a.Min, a.Max, a.Initial
+	cfg.Window = a.Window
+	cfg.PanicWindowPct = a.PanicWindowPct
+	cfg.PanicThresholdPct = a.PanicThresholdPct
+	cfg.MaxScaleUpRate = a.MaxScaleUpRate
+	cfg.MaxScaleDownRate = a.MaxScaleDownRate
+	cfg.ScaleToZeroGrace = a.ScaleToZeroGrace
+	cfg.TargetBurstCapacity = a.TargetBurstCapacity
+
+	count := max(a.Initial, a.Min)
+
+	env := map[string]string{
+		"PORT":            "${NOMAD_PORT_" + revmeta.PortLabel + "}",
+		"ROUSE_SERVICE":   s.Name,
+		"ROUSE_REVISION":  rev,
+		"ROUSE_NAMESPACE": s.Namespace,
+	}
+	for k, v := range s.Env {
+		if _, reserved := env[k]; !reserved {
+			env[k] = v
+		}
+	}
+
+	port := nomadapi.Port{Label: revmeta.PortLabel}
+	var config map[string]any
+	switch s.Driver {
+	case "docker":
+		// Nomad maps a dynamic host port to Port inside the container; NOMAD_PORT_http (so
+		// $PORT) is then Port itself.
+		port.To = s.Port
+		config = map[string]any{"image": s.Image, "ports": []string{revmeta.PortLabel}}
+	default:
+		// raw_exec and exec share the node's network: the app listens on the dynamic port.
+		config = map[string]any{"command": s.Command}
+	}
+	if len(s.Args) > 0 {
+		config["args"] = append([]string(nil), s.Args...)
+	}
+
+	readiness := nomadapi.ServiceCheck{
+		Name:     "readiness",
+		Type:     s.Readiness.Type,
+		Path:     s.Readiness.Path,
+		Interval: s.Readiness.Interval,
+		Timeout:  s.Readiness.Timeout,
+	}
+
+	var constraints []*nomadapi.Constraint
+	for _, c := range s.Constraints {
+		constraints = append(constraints, nomadapi.NewConstraint(c.Attribute, c.Operator, c.Value))
+	}
+
+	job := &nomadapi.Job{
+		ID:          ptr(rev),
+		Name:        ptr(rev),
+		Namespace:   ptr(s.Namespace),
+		Type:        ptr(nomadapi.JobTypeService),
+		Datacenters: append([]string(nil), s.Datacenters...),
+		Constraints: constraints,
+		Meta:        cfg.Meta(),
+		TaskGroups: []*nomadapi.TaskGroup{{
+			Name:  ptr(revmeta.Group),
+			Count: ptr(count),
+			// No deployments: a deployment would block Jobs.Scale (nomad#8143), and an
+			// immutable revision has nothing to roll.
+			Update: &nomadapi.UpdateStrategy{MaxParallel: ptr(0)},
+			RestartPolicy: &nomadapi.RestartPolicy{
+				Attempts: ptr(restartAttempts),
+				Delay:    ptr(restartDelay),
+				Interval: ptr(restartInterval),
+				Mode:     ptr("fail"),
+			},
+			ReschedulePolicy: &nomadapi.ReschedulePolicy{
+				Unlimited:     ptr(true),
+				Delay:         ptr(rescheduleDelay),
+				DelayFunction: ptr("exponential"),
+				MaxDelay:      ptr(rescheduleMax),
+			},
+			ShutdownDelay: ptr(ShutdownDelay),
+			Networks: []*nomadapi.NetworkResource{{
+				DynamicPorts: []nomadapi.Port{port},
+			}},
+			Services: []*nomadapi.Service{{
+				Name:      rev,
+				Provider:  "consul",
+				PortLabel: revmeta.PortLabel,
+				Tags:      []string{revmeta.TagRouse, revmeta.TagServicePrefix + s.Name},
+				Checks:    []nomadapi.ServiceCheck{readiness},
+			}},
+			Tasks: []*nomadapi.Task{{
+				Name:   revmeta.Task,
+				Driver: s.Driver,
+				Config: config,
+				Env:    env,
+				Resources: &nomadapi.Resources{
+					CPU:         ptr(s.Resources.CPU),
+					MemoryMB:    ptr(s.Resources.MemoryMB),
+					MemoryMaxMB: optional(s.Resources.MemoryMaxMB),
+				},
+				// A request admitted just before the signal may run for the whole timeout.
+				// (Nomad clients cap this at their max_kill_timeout, 30s by default.)
+				KillTimeout: ptr(s.Timeout),
+			}},
+		}},
+	}
+	return job, cfg, nil
+}
+
+// check rejects what Parse never produces, so a hand-built Spec fails loudly rather than
+// compiling to a job Nomad would refuse or misrun.
+func check(s *Spec, gen int) error {
+	var errs []error
+	if s == nil {
+		return errors.New("compile: nil spec")
+	}
+	if gen < 1 {
+		errs = append(errs, fmt.Errorf("generation %d: generations start at 1", gen))
+	}
+	if msg := dnsLabel(s.Name, true); msg != "" {
+		errs = append(errs, fmt.Errorf("service name %q %s", s.Name, msg))
+	}
+	if msg := dnsLabel(s.Namespace, false); msg != "" {
+		errs = append(errs, fmt.Errorf("namespace %q %s", s.Namespace, msg))
+	}
+	switch s.Driver {
+	case "docker":
+		if s.Image == "" || s.Command != "" {
+			errs = append(errs, errors.New("driver docker needs an image and no command"))
+		}
+		if s.Port < 1 || s.Port > 65535 {
+			errs = append(errs, fmt.Errorf("port %d out of range", s.Port))
+		}
+	case "raw_exec", "exec":
+		if s.Command == "" || s.Image != "" {
+			errs = append(errs, fmt.Errorf("driver %s needs a command and no image", s.Driver))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("unsupported driver %q", s.Driver))
+	}
+	if s.Timeout < minTimeout || s.Timeout > revmeta.MaxTimeout {
+		errs = append(errs, fmt.Errorf("timeout %s out of range", s.Timeout))
+	}
+	if s.Readiness.Type != "http" && s.Readiness.Type != "tcp" {
+		errs = append(errs, fmt.Errorf("readiness type %q", s.Readiness.Type))
+	}
+	if s.Autoscaling.Min < 0 || s.Autoscaling.Initial < 0 {
+		errs = append(errs, errors.New("negative autoscaling min or initial"))
+	}
+	return errors.Join(errs...)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// optional is nil for zero, for Nomad fields where unset differs from 0.
+func optional(v int) *int {
+	if v == 0 {
+		return nil
+	}
+	return &v
+}

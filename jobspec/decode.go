@@ -1,0 +1,681 @@
+package jobspec
+
+import (
+	"fmt"
+	"math"
+	"math/big"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+
+	"github.com/rouse-run/rouse/internal/revmeta"
+	"github.com/rouse-run/rouse/internal/store"
+)
+
+// Limits that are not Knative's or Nomad's own: they only reject values that are surely
+// mistakes (a count of a million instances, a 16 TiB task).
+const (
+	maxConcurrency = 1000 // Knative's container-concurrency-max-limit
+	maxCount       = 100000
+	maxCPU         = 1000000 // MHz
+	maxMemory      = 1 << 24 // MiB
+	maxLabel       = 63      // DNS label
+	minTimeout     = time.Second
+	maxDuration    = time.Hour
+	defaultPort    = 8080 // Knative's default container port
+)
+
+// Nomad's defaults for resources, which Nomad users know.
+const (
+	defaultCPU    = 100
+	defaultMemory = 300
+)
+
+func serviceSchema() *hcl.BodySchema {
+	return &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{
+			{Name: "namespace"}, {Name: "revision_name"}, {Name: "datacenters"},
+			{Name: "image"}, {Name: "command"}, {Name: "driver"}, {Name: "args"}, {Name: "port"},
+			{Name: "env"}, {Name: "concurrency"}, {Name: "timeout"},
+		},
+		Blocks: []hcl.BlockHeaderSchema{
+			{Type: "resources"}, {Type: "readiness"}, {Type: "constraint"},
+			{Type: "autoscaling"}, {Type: "traffic"},
+		},
+	}
+}
+
+func attrSchema(names ...string) *hcl.BodySchema {
+	s := &hcl.BodySchema{}
+	for _, n := range names {
+		s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: n})
+	}
+	return s
+}
+
+// decoder accumulates diagnostics while filling a Spec.
+type decoder struct {
+	sc    *scope
+	spec  *Spec
+	diags hcl.Diagnostics
+}
+
+func (d *decoder) errorf(rng hcl.Range, summary, format string, args ...any) {
+	d.diags = append(d.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(format, args...),
+		Subject:  rng.Ptr(),
+	})
+}
+
+// body reads the attributes of one block. path prefixes the keys of Spec.ranges
+// ("traffic[1]."); label prefixes field names in messages ("traffic.").
+type body struct {
+	d           *decoder
+	path, label string
+	attrs       hcl.Attributes
+}
+
+func (b body) has(name string) bool { _, ok := b.attrs[name]; return ok }
+
+func (b body) rng(name string) hcl.Range {
+	if a, ok := b.attrs[name]; ok {
+		return a.Expr.Range()
+	}
+	return b.d.spec.DefRange
+}
+
+func (b body) invalid(name, format string, args ...any) {
+	b.d.errorf(b.rng(name), "Invalid "+b.label+name, format, args...)
+}
+
+// value evaluates an attribute and converts it to ty. It reports false when the attribute
+// is absent, null (HCL's "unset"), or wrong (already reported).
+func (b body) value(name string, ty cty.Type) (cty.Value, bool) {
+	a, ok := b.attrs[name]
+	if !ok {
+		return cty.NilVal, false
+	}
+	v, diags := b.d.sc.eval(a.Expr)
+	b.d.diags = append(b.d.diags, diags...)
+	if diags.HasErrors() || !v.IsWhollyKnown() || v.IsNull() {
+		return cty.NilVal, false
+	}
+	b.d.spec.ranges[b.path+name] = a.Expr.Range()
+	cv, err := convert.Convert(v, ty)
+	if err != nil {
+		b.d.diags = append(b.d.diags, typeError(a, err))
+		return cty.NilVal, false
+	}
+	return cv, true
+}
+
+func (b body) str(name string, dst *string) bool {
+	v, ok := b.value(name, cty.String)
+	if ok {
+		*dst = v.AsString()
+	}
+	return ok
+}
+
+func (b body) bool(name string, dst *bool) bool {
+	v, ok := b.value(name, cty.Bool)
+	if ok {
+		*dst = v.True()
+	}
+	return ok
+}
+
+// number reads a finite number; whole demands an integer.
+func (b body) number(name string, whole bool) (*big.Float, bool) {
+	v, ok := b.value(name, cty.Number)
+	if !ok {
+		return nil, false
+	}
+	f := v.AsBigFloat()
+	if f.IsInf() {
+		b.invalid(name, "%s must be a finite number.", name)
+		return nil, false
+	}
+	if whole && !f.IsInt() {
+		b.invalid(name, "%s must be a whole number, not %s.", name, f.Text('g', 10))
+		return nil, false
+	}
+	return f, true
+}
+
+func (b body) int(name string, dst *int, lo, hi int) bool {
+	f, ok := b.number(name, true)
+	if !ok {
+		return false
+	}
+	if f.Cmp(big.NewFloat(float64(lo))) < 0 || f.Cmp(big.NewFloat(float64(hi))) > 0 {
+		b.invalid(name, "%s must be between %d and %d, not %s.", name, lo, hi, f.Text('g', 10))
+		return false
+	}
+	i, _ := f.Int64()
+	*dst = int(i)
+	return true
+}
+
+// float reads a number within [lo, hi]; loOpen excludes lo itself.
+func (b body) float(name string, dst *float64, lo, hi float64, loOpen bool) bool {
+	f, ok := b.number(name, false)
+	if !ok {
+		return false
+	}
+	x, _ := f.Float64()
+	if x < lo || x > hi || (loOpen && x == lo) {
+		bound := fmt.Sprintf("at least %g", lo)
+		if loOpen {
+			bound = fmt.Sprintf("greater than %g", lo)
+		}
+		if hi < math.MaxFloat64 {
+			bound += fmt.Sprintf(" and at most %g", hi)
+		}
+		b.invalid(name, "%s must be %s, not %s.", name, bound, f.Text('g', 10))
+		return false
+	}
+	*dst = x
+	return true
+}
+
+func (b body) duration(name string, dst *time.Duration, lo, hi time.Duration) bool {
+	var s string
+	if !b.str(name, &s) {
+		return false
+	}
+	dur, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		b.invalid(name, "%q is not a duration; write it like \"30s\", \"5m\" or \"1h30m\".", s)
+		return false
+	}
+	if dur < lo || dur > hi {
+		b.invalid(name, "%s must be between %s and %s, not %s.", name, lo, hi, dur)
+		return false
+	}
+	*dst = dur
+	return true
+}
+
+// strList reads a list of strings; null elements are rejected, not turned into "".
+func (b body) strList(name string, dst *[]string) bool {
+	v, ok := b.value(name, cty.List(cty.String))
+	if !ok {
+		return false
+	}
+	out := make([]string, 0, v.LengthInt())
+	for it := v.ElementIterator(); it.Next(); {
+		_, e := it.Element()
+		if e.IsNull() {
+			b.invalid(name, "%s must not contain null.", name)
+			return false
+		}
+		out = append(out, e.AsString())
+	}
+	*dst = out
+	return true
+}
+
+func (b body) strMap(name string, dst *map[string]string) bool {
+	v, ok := b.value(name, cty.Map(cty.String))
+	if !ok {
+		return false
+	}
+	out := make(map[string]string, v.LengthInt())
+	for it := v.ElementIterator(); it.Next(); {
+		k, e := it.Element()
+		if e.IsNull() {
+			b.invalid(name, "%s.%s must not be null.", name, k.AsString())
+			return false
+		}
+		out[k.AsString()] = e.AsString()
+	}
+	*dst = out
+	return true
+}
+
+// keyRange finds the range of one key of an object expression, to point at `env = { K = … }`
+// entries; it falls back to the whole expression.
+func (b body) keyRange(name, key string) hcl.Range {
+	a, ok := b.attrs[name]
+	if !ok {
+		return b.d.spec.DefRange
+	}
+	if obj, ok := a.Expr.(*hclsyntax.ObjectConsExpr); ok {
+		for _, item := range obj.Items {
+			k, diags := b.d.sc.eval(item.KeyExpr)
+			if diags.HasErrors() || !k.IsKnown() || k.IsNull() || k.Type() != cty.String {
+				continue
+			}
+			if k.AsString() == key {
+				return item.KeyExpr.Range()
+			}
+		}
+	}
+	return a.Expr.Range()
+}
+
+// singleBlock returns the only block of a type, reporting repeats.
+func (d *decoder) singleBlock(blocks hcl.Blocks, typ string) *hcl.Block {
+	var first *hcl.Block
+	for _, b := range blocks {
+		if b.Type != typ {
+			continue
+		}
+		if first != nil {
+			d.errorf(b.DefRange, "Duplicate "+typ+" block",
+				"Only one %s block is allowed; the first is at %s.", typ, first.DefRange)
+			continue
+		}
+		first = b
+	}
+	return first
+}
+
+func (d *decoder) content(b *hcl.Block, schema *hcl.BodySchema) hcl.Attributes {
+	c, diags := b.Body.Content(schema)
+	d.diags = append(d.diags, diags...)
+	return c.Attributes
+}
+
+// decodeService decodes and validates the service block into a Spec with defaults applied.
+func decodeService(block *hcl.Block, sc *scope) (*Spec, hcl.Diagnostics) {
+	s := &Spec{
+		Name:        block.Labels[0],
+		Namespace:   "default",
+		Datacenters: []string{"*"},
+		Resources:   Resources{CPU: defaultCPU, MemoryMB: defaultMemory},
+		Timeout:     revmeta.DefaultTimeout,
+		Readiness:   Readiness{Type: "http", Path: "/", Interval: time.Second, Timeout: time.Second},
+		DefRange:    block.DefRange,
+		ranges:      map[string]hcl.Range{},
+	}
+	d := &decoder{sc: sc, spec: s}
+	s.ranges["name"] = block.LabelRanges[0]
+	if msg := dnsLabel(s.Name, true); msg != "" {
+		d.errorf(block.LabelRanges[0], "Invalid service name", "Service name %q %s.", s.Name, msg)
+	}
+
+	content, diags := block.Body.Content(serviceSchema())
+	d.diags = append(d.diags, diags...)
+	a := body{d: d, attrs: content.Attributes}
+
+	if a.str("namespace", &s.Namespace) {
+		if msg := dnsLabel(s.Namespace, false); msg != "" {
+			a.invalid("namespace", "Namespace %q %s; it is part of the service's host name.", s.Namespace, msg)
+		}
+	}
+	if a.strList("datacenters", &s.Datacenters) {
+		if len(s.Datacenters) == 0 {
+			a.invalid("datacenters", `datacenters must not be empty; ["*"] (the default) means every datacenter.`)
+		}
+		for _, dc := range s.Datacenters {
+			if dc == "" {
+				a.invalid("datacenters", "A datacenter name must not be empty.")
+				break
+			}
+		}
+	}
+	d.workload(a)
+	d.env(a)
+
+	a.int("concurrency", &s.Concurrency, 0, maxConcurrency)
+	a.duration("timeout", &s.Timeout, minTimeout, revmeta.MaxTimeout)
+
+	if b := d.singleBlock(content.Blocks, "resources"); b != nil {
+		r := body{d: d, path: "resources.", label: "resources.", attrs: d.content(b, attrSchema("cpu", "memory", "memory_max"))}
+		r.int("cpu", &s.Resources.CPU, 1, maxCPU)
+		memOK := r.int("memory", &s.Resources.MemoryMB, 10, maxMemory) || !r.has("memory")
+		if r.int("memory_max", &s.Resources.MemoryMaxMB, 10, maxMemory) && memOK && s.Resources.MemoryMaxMB < s.Resources.MemoryMB {
+			r.invalid("memory_max", "memory_max (%d MiB) must be at least memory (%d MiB).", s.Resources.MemoryMaxMB, s.Resources.MemoryMB)
+		}
+	}
+	if b := d.singleBlock(content.Blocks, "readiness"); b != nil {
+		d.readiness(body{d: d, path: "readiness.", label: "readiness.", attrs: d.content(b, attrSchema("type", "path", "interval", "timeout"))})
+	}
+	for i, b := range content.Blocks.OfType("constraint") {
+		d.constraint(b, body{d: d, path: fmt.Sprintf("constraint[%d].", i), label: "constraint.",
+			attrs: d.content(b, attrSchema("attribute", "operator", "value"))})
+	}
+	as := body{d: d, path: "autoscaling.", label: "autoscaling."}
+	if b := d.singleBlock(content.Blocks, "autoscaling"); b != nil {
+		as.attrs = d.content(b, attrSchema("metric", "target", "target_utilization_percentage", "min", "max", "initial",
+			"window", "panic_window_percentage", "panic_threshold_percentage", "max_scale_up_rate", "max_scale_down_rate",
+			"scale_to_zero_grace", "target_burst_capacity"))
+	}
+	d.autoscaling(as)
+	d.revisionName(a)
+	d.traffic(content.Blocks.OfType("traffic"))
+	return s, d.diags
+}
+
+// workload decodes what runs: an image (docker) or a command (raw_exec/exec).
+func (d *decoder) workload(a body) {
+	s := d.spec
+	hasImage, hasCommand := a.has("image"), a.has("command")
+	switch {
+	case hasImage && hasCommand:
+		d.errorf(a.rng("command"), "Conflicting image and command",
+			"A service runs either a container image (docker driver) or a command (raw_exec or exec driver), not both.")
+	case !hasImage && !hasCommand:
+		d.errorf(s.DefRange, "Missing image or command",
+			`Set image = "<registry/image:tag>" to run a container, or command = "<path>" to run a program with raw_exec or exec.`)
+	}
+	if a.str("image", &s.Image) && strings.TrimSpace(s.Image) == "" {
+		a.invalid("image", "image must not be empty.")
+	}
+	if a.str("command", &s.Command) && strings.TrimSpace(s.Command) == "" {
+		a.invalid("command", "command must not be empty.")
+	}
+	a.strList("args", &s.Args)
+	if len(s.Args) == 0 {
+		s.Args = nil // one spelling for "no args", so the hash does not tell [] from absent
+	}
+
+	a.str("driver", &s.Driver)
+	switch {
+	case hasImage && !hasCommand:
+		if s.Driver == "" {
+			s.Driver = "docker"
+		}
+		if s.Driver != "docker" {
+			a.invalid("driver", "An image runs with the docker driver, not %q; for raw_exec or exec use command instead of image.", s.Driver)
+		}
+		s.Port = defaultPort
+		a.int("port", &s.Port, 1, 65535)
+	case hasCommand && !hasImage:
+		if s.Driver == "" {
+			s.Driver = "raw_exec"
+		}
+		if s.Driver != "raw_exec" && s.Driver != "exec" {
+			a.invalid("driver", `A command runs with driver "raw_exec" (the default) or "exec", not %q.`, s.Driver)
+		}
+		if a.has("port") {
+			d.errorf(a.rng("port"), "Unexpected port",
+				"A command shares the node's network, so it must listen on the port Nomad assigns, passed in $PORT. "+
+					"port only sets the port inside an image's container.")
+		}
+	}
+}
+
+// reservedEnv are set by rouse on every instance.
+func reservedEnv(name string) bool {
+	switch name {
+	case "PORT", "ROUSE_SERVICE", "ROUSE_REVISION", "ROUSE_NAMESPACE":
+		return true
+	}
+	return false
+}
+
+func (d *decoder) env(a body) {
+	s := d.spec
+	if !a.strMap("env", &s.Env) {
+		return
+	}
+	keys := make([]string, 0, len(s.Env))
+	for k := range s.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		switch {
+		case !validEnvName(k):
+			d.errorf(a.keyRange("env", k), "Invalid environment variable name",
+				"%q is not a valid environment variable name: use letters, digits and underscores, not starting with a digit.", k)
+		case reservedEnv(k):
+			d.errorf(a.keyRange("env", k), "Reserved environment variable",
+				"rouse sets %s on every instance; choose another name.", k)
+		default:
+			s.ranges["env."+k] = a.keyRange("env", k)
+		}
+	}
+	if len(s.Env) == 0 {
+		s.Env = nil
+	}
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		ok := r == '_' || (r >= 'A' && r <= 'Z') || (r >= 'a' && r <= 'z') || (i > 0 && r >= '0' && r <= '9')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) readiness(r body) {
+	rd := &d.spec.Readiness
+	if r.str("type", &rd.Type) && rd.Type != "http" && rd.Type != "tcp" {
+		r.invalid("type", `type must be "http" or "tcp", not %q.`, rd.Type)
+	}
+	if r.str("path", &rd.Path) {
+		if rd.Type == "tcp" {
+			r.invalid("path", "A tcp readiness check has no path.")
+		} else if !strings.HasPrefix(rd.Path, "/") {
+			r.invalid("path", "path must start with \"/\", not %q.", rd.Path)
+		}
+	}
+	if rd.Type == "tcp" {
+		rd.Path = ""
+	}
+	// Consul's minimum interval and timeout are 1s.
+	r.duration("interval", &rd.Interval, time.Second, maxDuration)
+	r.duration("timeout", &rd.Timeout, time.Second, maxDuration)
+}
+
+// constraintOperators are Nomad's; value says whether the operator needs a value.
+func constraintOperators() map[string]bool {
+	return map[string]bool{
+		"=": true, "==": true, "is": true, "!=": true, "not": true,
+		">": true, ">=": true, "<": true, "<=": true,
+		"regexp": true, "set_contains": true, "set_contains_all": true, "set_contains_any": true,
+		"version": true, "semver": true,
+		"distinct_hosts": false, "distinct_property": false, "is_set": false, "is_not_set": false,
+	}
+}
+
+func (d *decoder) constraint(blk *hcl.Block, c body) {
+	con := Constraint{Operator: "="}
+	c.str("attribute", &con.Attribute)
+	c.str("operator", &con.Operator)
+	c.str("value", &con.Value)
+	needsValue, known := constraintOperators()[con.Operator]
+	switch {
+	case !known:
+		c.invalid("operator", "Unknown constraint operator %q; Nomad's are =, !=, >, >=, <, <=, regexp, set_contains, "+
+			"set_contains_all, set_contains_any, version, semver, distinct_hosts, distinct_property, is_set, is_not_set.", con.Operator)
+	case con.Operator != "distinct_hosts" && con.Attribute == "":
+		d.errorf(c.rngOr("attribute", blk.DefRange), "Missing constraint attribute",
+			`A %q constraint needs attribute, such as "${node.class}" or "${attr.kernel.name}".`, con.Operator)
+	case needsValue && con.Value == "" && !c.has("value"):
+		d.errorf(blk.DefRange, "Missing constraint value", "A %q constraint needs value.", con.Operator)
+	case con.Operator == "regexp":
+		if _, err := regexp.Compile(con.Value); err != nil {
+			c.invalid("value", "value is not a regular expression: %s.", err)
+		}
+	}
+	d.spec.Constraints = append(d.spec.Constraints, con)
+}
+
+func (b body) rngOr(name string, r hcl.Range) hcl.Range {
+	if a, ok := b.attrs[name]; ok {
+		return a.Expr.Range()
+	}
+	return r
+}
+
+// autoscaling resolves the knobs with Knative's bounds and defaults.
+func (d *decoder) autoscaling(as body) {
+	s := d.spec
+	cfg := revmeta.Defaults("", "", "")
+	x := Autoscaling{
+		Metric: revmeta.MetricConcurrency, TargetUtilization: cfg.TargetUtilization,
+		Initial: cfg.Initial, Window: cfg.Window, PanicWindowPct: cfg.PanicWindowPct,
+		PanicThresholdPct: cfg.PanicThresholdPct, MaxScaleUpRate: cfg.MaxScaleUpRate,
+		MaxScaleDownRate: cfg.MaxScaleDownRate, ScaleToZeroGrace: cfg.ScaleToZeroGrace,
+		TargetBurstCapacity: cfg.TargetBurstCapacity,
+	}
+	if as.str("metric", &x.Metric) && x.Metric != revmeta.MetricConcurrency && x.Metric != revmeta.MetricRPS {
+		as.invalid("metric", `metric must be %q or %q, not %q.`, revmeta.MetricConcurrency, revmeta.MetricRPS, x.Metric)
+	}
+	hasTarget := as.float("target", &x.Target, 0.01, math.MaxFloat64, false)
+	var util float64
+	if as.float("target_utilization_percentage", &util, 1, 100, false) {
+		x.TargetUtilization = util / 100
+	}
+	as.int("min", &x.Min, 0, maxCount)
+	as.int("max", &x.Max, 0, maxCount)
+	as.int("initial", &x.Initial, 0, maxCount)
+	as.duration("window", &x.Window, 6*time.Second, maxDuration)
+	as.float("panic_window_percentage", &x.PanicWindowPct, 1, 100, false)
+	as.float("panic_threshold_percentage", &x.PanicThresholdPct, 110, 1000, false)
+	as.float("max_scale_up_rate", &x.MaxScaleUpRate, 1, math.MaxFloat64, true)
+	as.float("max_scale_down_rate", &x.MaxScaleDownRate, 1, math.MaxFloat64, true)
+	as.duration("scale_to_zero_grace", &x.ScaleToZeroGrace, 0, maxDuration)
+	if as.float("target_burst_capacity", &x.TargetBurstCapacity, -1, math.MaxFloat64, false) &&
+		x.TargetBurstCapacity < 0 && x.TargetBurstCapacity != -1 {
+		as.invalid("target_burst_capacity", "target_burst_capacity must be -1 (unlimited) or at least 0, not %g.", x.TargetBurstCapacity)
+	}
+
+	if x.Max > 0 && x.Min > x.Max {
+		d.errorf(as.rng("min"), "Invalid autoscaling bounds", "min (%d) is greater than max (%d).", x.Min, x.Max)
+	}
+	if x.Max > 0 && x.Initial > x.Max {
+		d.errorf(as.rng("initial"), "Invalid autoscaling bounds", "initial (%d) is greater than max (%d).", x.Initial, x.Max)
+	}
+
+	// Knative: the concurrency target defaults to the hard limit when there is one, and
+	// never exceeds it.
+	switch {
+	case !hasTarget && x.Metric == revmeta.MetricRPS:
+		x.Target = revmeta.DefaultRPSTarget
+	case !hasTarget && s.Concurrency > 0:
+		x.Target = float64(s.Concurrency)
+	case !hasTarget:
+		x.Target = revmeta.DefaultConcurrencyTarget
+	case x.Metric == revmeta.MetricConcurrency && s.Concurrency > 0 && x.Target > float64(s.Concurrency):
+		d.diags = append(d.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagWarning,
+			Summary:  "Autoscaling target above concurrency",
+			Detail: fmt.Sprintf("target %g is more than the hard limit concurrency = %d an instance accepts; using %d.",
+				x.Target, s.Concurrency, s.Concurrency),
+			Subject: as.rng("target").Ptr(),
+		})
+		x.Target = float64(s.Concurrency)
+	}
+	s.Autoscaling = x
+}
+
+func (d *decoder) revisionName(a body) {
+	s := d.spec
+	if !a.str("revision_name", &s.RevisionName) {
+		// <name>-00001 must still be a DNS label: it names the Consul service.
+		if len(s.Name)+6 > maxLabel && dnsLabel(s.Name, true) == "" {
+			d.errorf(s.ranges["name"], "Invalid service name",
+				"Service name %q is too long: revisions are named %s-00001, which must fit in %d characters, so the name may have at most %d.",
+				s.Name, s.Name, maxLabel, maxLabel-6)
+		}
+		return
+	}
+	if msg := dnsLabel(s.RevisionName, true); msg != "" {
+		a.invalid("revision_name", "Revision name %q %s.", s.RevisionName, msg)
+		return
+	}
+	// Knative's rule: a service's revisions carry its name, so they cannot collide with
+	// another service's and traffic can be checked to stay within the service.
+	if !strings.HasPrefix(s.RevisionName, s.Name+"-") {
+		a.invalid("revision_name", "Revision name %q must start with the service name followed by a dash (%q).", s.RevisionName, s.Name+"-")
+	}
+}
+
+func (d *decoder) traffic(blocks hcl.Blocks) {
+	s := d.spec
+	if len(blocks) == 0 {
+		s.Traffic = []store.TrafficTarget{{Latest: true, Percent: 100}}
+		s.TrafficRanges = []hcl.Range{s.DefRange}
+		return
+	}
+	sum, sumKnown := 0, true
+	tags := map[string]hcl.Range{}
+	for i, blk := range blocks {
+		t := store.TrafficTarget{}
+		b := body{d: d, path: fmt.Sprintf("traffic[%d].", i), label: "traffic.",
+			attrs: d.content(blk, attrSchema("revision", "latest", "percent", "tag"))}
+		hasRev := b.str("revision", &t.Revision)
+		b.bool("latest", &t.Latest)
+		if b.has("percent") {
+			if !b.int("percent", &t.Percent, 0, 100) {
+				sumKnown = false
+			}
+		}
+		sum += t.Percent
+		hasTag := b.str("tag", &t.Tag)
+
+		switch {
+		case b.has("revision") && t.Latest:
+			d.errorf(b.rng("revision"), "Invalid traffic target",
+				"A traffic block names either revision or latest = true, not both.")
+		case !b.has("revision") && !t.Latest:
+			d.errorf(blk.DefRange, "Invalid traffic target",
+				`A traffic block needs revision = "<revision>" or latest = true.`)
+		case hasRev && dnsLabel(t.Revision, true) != "":
+			b.invalid("revision", "Revision name %q %s.", t.Revision, dnsLabel(t.Revision, true))
+		case hasRev && !strings.HasPrefix(t.Revision, s.Name+"-"):
+			b.invalid("revision", "Revision %q is not a revision of service %q, whose revisions are named %s-….", t.Revision, s.Name, s.Name)
+		}
+		if hasTag {
+			switch msg := dnsLabel(t.Tag, true); {
+			case msg != "":
+				b.invalid("tag", "Tag %q %s.", t.Tag, msg)
+			case len(t.Tag)+1+len(s.Name) > maxLabel:
+				b.invalid("tag", "Tag %q is too long: the tag's host name %s-%s must fit in %d characters.", t.Tag, t.Tag, s.Name, maxLabel)
+			}
+			if prev, dup := tags[t.Tag]; dup {
+				d.errorf(b.rng("tag"), "Duplicate traffic tag", "Tag %q is already used by the traffic block at %s.", t.Tag, prev)
+			} else {
+				tags[t.Tag] = b.rng("tag")
+			}
+		}
+		s.Traffic = append(s.Traffic, t)
+		s.TrafficRanges = append(s.TrafficRanges, blk.DefRange)
+	}
+	if sumKnown && sum != 100 {
+		d.errorf(blocks[0].DefRange, "Traffic percentages do not sum to 100",
+			"The percent of the %d traffic blocks add up to %d; they must add up to 100.", len(blocks), sum)
+	}
+}
+
+// dnsLabel checks an RFC 1035 label (letter first) or, with letterFirst false, an RFC 1123
+// one; it returns what is wrong, or "".
+func dnsLabel(s string, letterFirst bool) string {
+	switch {
+	case s == "":
+		return "must not be empty"
+	case len(s) > maxLabel:
+		return fmt.Sprintf("is longer than %d characters", maxLabel)
+	case letterFirst && (s[0] < 'a' || s[0] > 'z'):
+		return "must start with a lowercase letter"
+	case s[len(s)-1] == '-':
+		return "must not end with a dash"
+	case s[0] == '-':
+		return "must not start with a dash"
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+			return "may contain only lowercase letters, digits and dashes"
+		}
+	}
+	return ""
+}
