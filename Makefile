@@ -5,7 +5,7 @@ GO             ?= go
 BIN            := $(CURDIR)/bin
 export PATH    := $(BIN):$(PATH)
 
-.PHONY: all build tools dev test test-short vet fmt-check fuzz bench bench-deps bench-gateway bench-load bench-scaler clean
+.PHONY: all build examples tools dev test test-short vet fmt-check fuzz bench bench-deps bench-gateway bench-load bench-scaler clean
 
 all: build
 
@@ -19,8 +19,13 @@ build:
 	$(GO) build -o $(BIN)/rouse ./cmd/rouse
 
 ## dev: the whole platform on this machine with examples/hello deployed
-dev: tools build
-	$(BIN)/rouse dev
+dev: tools build examples
+	$(BIN)/rouse dev -f examples/hello/service.hcl -var bin=$(BIN)
+
+## examples: the example apps' binaries, into bin/
+examples:
+	$(GO) build -o $(BIN)/hello ./examples/hello
+	$(GO) build -o $(BIN)/autoscale ./examples/autoscale
 
 ## test: every test, against real Nomad and Consul agents
 test: tools fmt-check vet

@@ -25,7 +25,7 @@ const (
 // Binaries are the agent executables to run.
 type Binaries struct{ Nomad, Consul string }
 
-// ErrMissingBinary says how to get the agents.
+// errMissingHint says how to get the agents.
 var errMissingHint = "run `make tools` (builds pinned Nomad " + NomadVersion + " and Consul " + ConsulVersion + " into bin/), or put nomad and consul on PATH"
 
 // FindBinaries looks in $ROUSE_BIN_DIR, then the bin/ folder of the module that holds the
@@ -38,23 +38,29 @@ func FindBinaries() (Binaries, error) {
 	if root, err := ModuleRoot(); err == nil {
 		dirs = append(dirs, filepath.Join(root, "bin"))
 	}
-	find := func(name string) (string, error) {
+	find := func(name string) string {
 		for _, d := range dirs {
 			p := filepath.Join(d, name)
 			if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-				return p, nil
+				return p
 			}
 		}
-		if p, err := exec.LookPath(name); err == nil {
-			return p, nil
-		}
-		return "", fmt.Errorf("%s not found in %s or PATH: %s", name, strings.Join(dirs, ", "), errMissingHint)
+		p, _ := exec.LookPath(name)
+		return p
 	}
-	var b Binaries
-	var err1, err2 error
-	b.Nomad, err1 = find("nomad")
-	b.Consul, err2 = find("consul")
-	return b, errors.Join(err1, err2)
+	b := Binaries{Nomad: find("nomad"), Consul: find("consul")}
+	var missing []string
+	if b.Nomad == "" {
+		missing = append(missing, "nomad")
+	}
+	if b.Consul == "" {
+		missing = append(missing, "consul")
+	}
+	if len(missing) > 0 {
+		where := append(append([]string{}, dirs...), "PATH")
+		return b, fmt.Errorf("%s not found (looked in %s): %s", strings.Join(missing, " and "), strings.Join(where, ", "), errMissingHint)
+	}
+	return b, nil
 }
 
 // ModuleRoot walks up from the working directory to the folder holding rouse's go.mod.

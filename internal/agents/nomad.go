@@ -26,6 +26,14 @@ type Nomad struct {
 	*Process
 	Addr  string // http://host:port
 	Token string // management token when ACLs are on
+
+	dataDir string
+}
+
+// Stop stops the agent, then ends whatever it started that outlived it (see reap).
+func (n *Nomad) Stop(grace time.Duration) {
+	n.Process.Stop(grace)
+	reap(n.dataDir)
 }
 
 // Client returns an API client with the management token.
@@ -82,7 +90,7 @@ plugin "raw_exec" { config { enabled = true } }
 	if err != nil {
 		return nil, err
 	}
-	n := &Nomad{Process: p, Addr: "http://127.0.0.1:" + strconv.Itoa(o.HTTPPort)}
+	n := &Nomad{Process: p, Addr: "http://127.0.0.1:" + strconv.Itoa(o.HTTPPort), dataDir: dataDir}
 	fail := func(err error) (*Nomad, error) { p.Stop(10 * time.Second); return nil, err }
 	cl, err := n.Client()
 	if err != nil {
@@ -122,8 +130,11 @@ plugin "raw_exec" { config { enabled = true } }
 	return n, nil
 }
 
-// PurgeAll stops and purges every job in every namespace and waits (bounded) until no
-// allocation is running, so no workload process outlives the agent.
+// PurgeAll stops every job in every namespace, waits (bounded) until every allocation is
+// terminal, has the clients garbage-collect them (which destroys alloc dirs, their tmpfs
+// mounts and the executor/logmon helpers) and then purges the jobs. Purging first would
+// drop the allocations from the server's state at once, and a client never kills its
+// tasks on shutdown: the workload processes would outlive the agent.
 func PurgeAll(ctx context.Context, cl *nomadapi.Client, timeout time.Duration) error {
 	q := (&nomadapi.QueryOptions{Namespace: "*"}).WithContext(ctx)
 	jobs, _, err := cl.Jobs().List(q)
@@ -132,8 +143,8 @@ func PurgeAll(ctx context.Context, cl *nomadapi.Client, timeout time.Duration) e
 	}
 	for _, j := range jobs {
 		w := (&nomadapi.WriteOptions{Namespace: j.Namespace}).WithContext(ctx)
-		if _, _, err := cl.Jobs().Deregister(j.ID, true, w); err != nil {
-			return fmt.Errorf("purge job %s: %w", j.ID, err)
+		if _, _, err := cl.Jobs().Deregister(j.ID, false, w); err != nil {
+			return fmt.Errorf("stop job %s: %w", j.ID, err)
 		}
 	}
 	deadline := time.Now().Add(timeout)
@@ -142,17 +153,17 @@ func PurgeAll(ctx context.Context, cl *nomadapi.Client, timeout time.Duration) e
 		if err != nil {
 			return fmt.Errorf("list allocations: %w", err)
 		}
-		running := 0
+		live := 0
 		for _, a := range allocs {
 			if a.ClientStatus == "running" || a.ClientStatus == "pending" {
-				running++
+				live++
 			}
 		}
-		if running == 0 {
-			return nil
+		if live == 0 {
+			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d allocations still running after %s", running, timeout)
+			return fmt.Errorf("%d allocations still running after %s", live, timeout)
 		}
 		select {
 		case <-ctx.Done():
@@ -160,4 +171,14 @@ func PurgeAll(ctx context.Context, cl *nomadapi.Client, timeout time.Duration) e
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	if nodes, _, err := cl.Nodes().List(q); err == nil {
+		for _, n := range nodes {
+			_ = cl.Nodes().GC(n.ID, q)
+		}
+	}
+	for _, j := range jobs {
+		w := (&nomadapi.WriteOptions{Namespace: j.Namespace}).WithContext(ctx)
+		_, _, _ = cl.Jobs().Deregister(j.ID, true, w)
+	}
+	return nil
 }

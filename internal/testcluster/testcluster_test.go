@@ -1,11 +1,13 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -138,6 +140,37 @@ func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
 		case <-ctx.Done():
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stopping a cluster with a running workload leaves no process and no directory behind.
+func TestStopLeavesNothingBehind(t *testing.T) {
+	c, err := Start(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := cluster.GoBuild("./examples/hello")
+	if err != nil {
+		c.Stop()
+		t.Fatal(err)
+	}
+	if _, _, err := c.Nomad.Jobs().Register(helloJob("leftover-00001", bin), nil); err != nil {
+		c.Stop()
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "instance running", func() bool {
+		es, _, err := c.Consul.Health().Service("leftover-00001", "", true, nil)
+		return err == nil && len(es) == 1
+	})
+	c.Stop()
+	if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
+		t.Fatalf("cluster dir %s still there: %v", c.Dir, err)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(c.Dir)) {
+			t.Errorf("process %s outlived the cluster: %q", p, bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 		}
 	}
 }
