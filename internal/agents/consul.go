@@ -47,7 +47,7 @@ func StartConsul(ctx context.Context, o ConsulOptions) (*Consul, error) {
 	// Every port is set so several clusters (parallel test packages) can share the machine.
 	hcl := fmt.Sprintf(`ports { dns = -1 grpc = -1 grpc_tls = -1 serf_lan = %d serf_wan = %d server = %d }`, ports[1], ports[2], ports[3])
 	if o.ACL {
-		hcl += fmt.Sprintf(` acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = %q } }`, o.ManagementToken)
+		hcl += fmt.Sprintf(` acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = %q agent = %q } }`, o.ManagementToken, o.ManagementToken)
 	}
 	args := []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", strconv.Itoa(o.HTTPPort), "-hcl", hcl, "-log-level", "warn", "-node", "rouse-dev"}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/scaler"
+)
+
+// newLogger is the daemons' JSON logger on stderr (Nomad captures it as the task's log).
+func newLogger(o *rootOptions, level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, usagef("--log-level %q: one of debug, info, warn, error", level)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(o.Stderr), lvl)
+	return zap.New(core), nil
+}
+
+func newGatewayCmd(o *rootOptions) *cobra.Command {
+	var (
+		cfg       gateway.Config
+		logLevel  string
+		accessLog bool
+	)
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Run the public gateway: host routing, traffic split, activation from zero",
+		Long: `The gateway serves every service at http://<service>.<namespace>.<domain> (and tags at
+http://<tag>-<service>.<namespace>.<domain>). It reads routes from Consul KV and instances from
+Consul health with blocking queries, holds requests for revisions scaled to zero while they
+wake, and serves gauges and Prometheus metrics on its admin listener. SIGTERM drains.
+
+It needs Consul only (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN with key:read on rouse/ and
+service:read; service:write for --register).`,
+		Example: `  rouse gateway --listen :80 --domain example.com
+  rouse gateway --listen :8080 --admin-listen 10.0.0.5:9090`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(o, logLevel)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			_, cc, err := o.apiClients()
+			if err != nil {
+				return err
+			}
+			cfg.Consul, cfg.Domain, cfg.Logger = cc, o.Domain, log.Named("gateway")
+			if !accessLog {
+				cfg.AccessLog = zap.NewNop()
+			}
+			g, err := gateway.New(cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Stderr, "rouse gateway: serving http://*.%s on %s, admin on http://%s\n", o.Domain, g.PublicAddr(), g.AdminAddr())
+			return g.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.PublicAddr, "listen", envOr(o.Getenv, "ROUSE_GATEWAY_LISTEN", ":8080"), "public listener (env ROUSE_GATEWAY_LISTEN)")
+	f.StringVar(&cfg.AdminAddr, "admin-listen", envOr(o.Getenv, "ROUSE_GATEWAY_ADMIN", "127.0.0.1:9090"), "admin listener: gauges for the scaler, /metrics, /routes (env ROUSE_GATEWAY_ADMIN)")
+	f.StringVar(&cfg.ID, "id", "", "name of this gateway in gauges and Consul (default <hostname>-<port>)")
+	f.BoolVar(&cfg.Register, "register", true, `register in Consul as "rouse-gateway" so scalers find this gateway`)
+	f.DurationVar(&cfg.ActivationTimeout, "activation-timeout", 60*time.Second, "how long a request waits for a revision to wake")
+	f.IntVar(&cfg.MaxHeld, "max-held", 1000, "requests held per waking revision")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	f.BoolVar(&cfg.TrustForwarded, "trust-forwarded", false, "keep clients' X-Forwarded-Proto/-Host (behind a trusted proxy)")
+	f.BoolVar(&accessLog, "access-log", true, "log one JSON line per request")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func newScalerCmd(o *rootOptions) *cobra.Command {
+	var (
+		cfg        scaler.Config
+		namespaces string
+		logLevel   string
+	)
+	cmd := &cobra.Command{
+		Use:   "scaler",
+		Short: "Run the autoscaler: Knative's KPA over the gateways' gauges, counts set in Nomad",
+		Long: `The scaler reads every gateway's concurrency gauges, decides each revision's instance
+count with Knative's KPA (stable and panic windows, scale to zero after the grace period)
+and sets it with Nomad's Jobs.Scale. Replicas elect a leader through a Consul lock; only
+the leader scales.
+
+It needs Nomad (NOMAD_ADDR, NOMAD_TOKEN with read-job and scale-job) and Consul
+(CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN with key:write on rouse/scaler/, session:write,
+service:read).`,
+		Example: `  rouse scaler
+  rouse scaler --namespaces default,shop --admin-listen 127.0.0.1:9091`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(o, logLevel)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			nc, cc, err := o.apiClients()
+			if err != nil {
+				return err
+			}
+			cfg.Nomad, cfg.Consul, cfg.Logger = nc, cc, log.Named("scaler")
+			for _, ns := range strings.Split(namespaces, ",") {
+				if ns = strings.TrimSpace(ns); ns != "" {
+					cfg.Namespaces = append(cfg.Namespaces, ns)
+				}
+			}
+			s, err := scaler.New(cfg)
+			if err != nil {
+				return err
+			}
+			if a := s.AdminAddr(); a != "" {
+				fmt.Fprintf(o.Stderr, "rouse scaler: admin on http://%s\n", a)
+			}
+			return s.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.AdminAddr, "admin-listen", envOr(o.Getenv, "ROUSE_SCALER_ADMIN", "127.0.0.1:9091"), `admin listener: /metrics, /healthz, /decisions ("" = none; env ROUSE_SCALER_ADMIN)`)
+	f.StringVar(&namespaces, "namespaces", "*", "comma-separated Nomad namespaces to scale (* = all)")
+	f.DurationVar(&cfg.Tick, "tick", 2*time.Second, "how often the leader decides")
+	f.StringVar(&cfg.ID, "id", "", "name of this replica (default <hostname>-<pid>)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

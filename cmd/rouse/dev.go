@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/rouse-run/rouse/control"
+	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/internal/agents"
+	"github.com/rouse-run/rouse/internal/devenv"
+	"github.com/rouse-run/rouse/jobspec"
+	"github.com/rouse-run/rouse/scaler"
+)
+
+// devOptions are `rouse dev`'s flags.
+type devOptions struct {
+	dir          string
+	consulPort   int
+	nomadPort    int
+	listen       string
+	adminListen  string
+	scalerListen string
+	examples     []string
+	vars         []string
+}
+
+// newDevCmd runs the whole platform on this machine: Consul and Nomad dev agents, the
+// gateway and the scaler, and optionally example services. Ctrl-C / SIGTERM (the command's
+// context) stops everything it started.
+func newDevCmd(o *rootOptions) *cobra.Command {
+	d := devOptions{}
+	cmd := &cobra.Command{
+		Use:   "dev [-f service.hcl]... [-var name=value]...",
+		Short: "Run Consul, Nomad, the gateway and the scaler on this machine",
+		Long: `dev starts a Consul and a Nomad dev agent on 127.0.0.1 (raw_exec enabled, state and logs
+in --dir), the gateway and the scaler, applies the given example specs, prints every address
+and what to try next, and runs until Ctrl-C or SIGTERM. Then it stops the daemons, purges
+every job so no instance is left behind, and stops the agents.`,
+		Example: `  rouse dev
+  rouse dev -f examples/hello/service.hcl -var bin=$PWD/bin`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.Context(), o, d) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&d.dir, "dir", ".dev", "folder for agent state and logs (emptied of old state at start)")
+	f.IntVar(&d.consulPort, "consul-port", 8500, "Consul HTTP port")
+	f.IntVar(&d.nomadPort, "nomad-port", 4646, "Nomad HTTP port")
+	f.StringVar(&d.listen, "listen", "127.0.0.1:8080", "gateway public listener")
+	f.StringVar(&d.adminListen, "admin-listen", "127.0.0.1:9090", "gateway admin listener (/gauges, /metrics)")
+	f.StringVar(&d.scalerListen, "scaler-listen", "127.0.0.1:9091", "scaler admin listener (/metrics)")
+	f.StringArrayVarP(&d.examples, "file", "f", nil, "service spec (file or folder) to apply once the platform is up; repeatable")
+	f.StringArrayVar(&d.vars, "var", nil, "variable for the specs, name=value; repeatable")
+	return cmd
+}
+
+func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
+	vars := map[string]string{}
+	for _, v := range d.vars {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" {
+			return usagef("-var %q: expected name=value", v)
+		}
+		vars[k] = val
+	}
+	// Parse the examples before starting anything: a bad spec costs no agent start.
+	specs := make([]*jobspec.Spec, 0, len(d.examples))
+	sources := make([]string, 0, len(d.examples))
+	for _, path := range d.examples {
+		spec, files, diags := jobspec.ParseFiles([]string{path}, vars)
+		if diags.HasErrors() {
+			return printDiags(o, files, diags)
+		}
+		specs, sources = append(specs, spec), append(sources, sourceOf(files))
+	}
+	if _, err := agents.FindBinaries(); err != nil {
+		return err
+	}
+	for _, addr := range []string{d.listen, d.adminListen, d.scalerListen} {
+		if err := agents.CheckPortFree(addr); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		return err
+	}
+	logPath := filepath.Join(d.dir, "rouse.log")
+	logCfg := zap.NewProductionConfig()
+	logCfg.OutputPaths, logCfg.ErrorOutputPaths = []string{logPath}, []string{logPath}
+	logger, err := logCfg.Build()
+	if err != nil {
+		return err
+	}
+	defer logger.Sync()
+
+	_, publicPort, _ := net.SplitHostPort(d.listen)
+	urlDomain := o.Domain + ":" + publicPort
+	fmt.Fprintf(o.Stdout, "rouse dev: gateway and scaler logs in %s\n", logPath)
+
+	gw := devenv.Daemon{Name: "gateway", Start: func(ctx context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
+		g, err := gateway.New(gateway.Config{PublicAddr: d.listen, AdminAddr: d.adminListen, Domain: o.Domain,
+			Consul: p.Consul, Logger: logger.Named("gateway"), Register: true, ID: "dev"})
+		if err != nil {
+			return nil, nil, err
+		}
+		return g.Run, map[string]string{"public": "http://" + g.PublicAddr(), "admin": "http://" + g.AdminAddr()}, nil
+	}}
+	sc := devenv.Daemon{Name: "scaler", Start: func(ctx context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
+		s, err := scaler.New(scaler.Config{Nomad: p.Nomad, Consul: p.Consul, Logger: logger.Named("scaler"),
+			AdminAddr: d.scalerListen, ID: "dev"})
+		if err != nil {
+			return nil, nil, err
+		}
+		return s.Run, map[string]string{"admin": "http://" + s.AdminAddr()}, nil
+	}}
+	deploy := func(ctx context.Context, p devenv.Platform) ([]string, error) {
+		c := control.New(control.Config{Nomad: p.Nomad, Consul: p.Consul, NomadAddr: p.NomadAddr,
+			ConsulAddr: "http://" + p.ConsulAddr, Domain: urlDomain})
+		hints := []string{}
+		for i, spec := range specs {
+			if spec.Namespace == "" {
+				spec.Namespace = o.Namespace
+			}
+			fmt.Fprintf(o.Stdout, "rouse dev: applying %s\n", d.examples[i])
+			prog := newProgress(o.Stdout, false)
+			res, err := c.Apply(ctx, control.ApplyOptions{Spec: spec, Source: sources[i], Progress: prog.event})
+			prog.close(err == nil)
+			if err != nil {
+				return nil, err
+			}
+			host := spec.Name + "." + spec.Namespace + "." + o.Domain
+			hints = append(hints, fmt.Sprintf("curl -H 'Host: %s' http://%s/    # or: curl %s", host, d.listen, res.URL))
+		}
+		hints = append(hints, "rouse list", "rouse apply -f examples/autoscale/service.hcl -var bin=$PWD/bin")
+		return hints, nil
+	}
+	return devenv.Run(ctx, devenv.Config{
+		Dir: d.dir, ConsulPort: d.consulPort, NomadPort: d.nomadPort,
+		Daemons: []devenv.Daemon{gw, sc}, Deploy: deploy, Out: o.Stdout, Logger: logger,
+	})
+}

@@ -1,0 +1,390 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/rouse-run/rouse/internal/store"
+	"github.com/rouse-run/rouse/jobspec"
+)
+
+// ApplyOptions are the inputs of Apply.
+type ApplyOptions struct {
+	Spec   *jobspec.Spec
+	Source string        // the HCL that was applied, kept in the service record
+	Wait   time.Duration // how long a new revision may take to become ready; 0 = DefaultWait
+	// Detach registers the revision and returns without waiting and without routing: the
+	// route only ever points at revisions that proved ready. Applying the same spec again
+	// picks the revision up, waits for it and routes.
+	Detach bool
+	Keep   int // revisions without traffic to keep; negative = no GC
+	// Progress receives the steps as they happen (may be nil).
+	Progress func(Event)
+}
+
+// Outcome says what an apply did.
+type Outcome string
+
+// Outcomes of Apply.
+const (
+	OutcomeCreated   Outcome = "created"   // a new revision is ready and routed
+	OutcomeReused    Outcome = "reused"    // an existing revision of the same template is ready and routed
+	OutcomeTraffic   Outcome = "traffic"   // same template, traffic changed
+	OutcomeUnchanged Outcome = "unchanged" // nothing to do
+	OutcomeDetached  Outcome = "detached"  // revision registered, not waited for, route untouched
+)
+
+// ApplyResult is what Apply did.
+type ApplyResult struct {
+	Namespace string              `json:"namespace"`
+	Service   string              `json:"service"`
+	Outcome   Outcome             `json:"outcome"`
+	Revision  string              `json:"revision"` // the revision this spec's template runs as
+	URL       string              `json:"url"`
+	Route     []store.RouteTarget `json:"route"`
+	Tags      []TagInfo           `json:"tags,omitempty"`
+	Purged    []string            `json:"purged,omitempty"`   // revisions removed by GC
+	Warnings  []string            `json:"warnings,omitempty"` // things that went wrong after success
+}
+
+// TagInfo is a tag and the URL that reaches its revision.
+type TagInfo struct {
+	Tag      string `json:"tag"`
+	Revision string `json:"revision"`
+	URL      string `json:"url"`
+}
+
+// Apply makes the spec true: a new revision when its template changed (registered,
+// waited for until an instance is ready, then routed), a route update when only traffic
+// changed, nothing when nothing changed. A revision that fails is stopped and the route
+// is left as it was; the error is a *RevisionFailedError saying why.
+func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
+	s := o.Spec
+	if s == nil {
+		return nil, errors.New("apply: no spec")
+	}
+	if o.Wait <= 0 {
+		o.Wait = DefaultWait
+	}
+	ns, svc := s.Namespace, s.Name
+	hash := s.TemplateHash()
+	res := &ApplyResult{Namespace: ns, Service: svc, URL: c.URL(ns, svc)}
+
+	rec, err := c.getService(ctx, ns, svc)
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := c.revisionJobs(ctx, ns, svc)
+	if err != nil {
+		return nil, err
+	}
+	// Traffic is checked before anything is created: a typo in a revision name must not
+	// leave a new revision behind.
+	if diags := jobspec.CheckTraffic(s, liveNames(jobs)); diags.HasErrors() {
+		return nil, diags
+	}
+
+	if rec != nil && rec.SpecHash == hash && rec.LatestReady != "" && jobs[rec.LatestReady] != nil && !jobs[rec.LatestReady].Stopped {
+		res.Revision = rec.LatestReady
+		if slices.Equal(rec.Traffic, s.Traffic) {
+			res.Outcome = OutcomeUnchanged
+			res.Route, res.Tags = rec.Route, c.tags(ns, svc, rec.Route)
+			c.finish(ctx, o, res, rec, jobs)
+			return res, nil
+		}
+		emit(o.Progress, StageRoute, rec.LatestReady, "Routing traffic…")
+		rec, err = c.updateService(ctx, ns, svc, func(cur *store.Service) (*store.Service, error) {
+			if cur == nil {
+				return nil, &NotFoundError{Kind: "service", Name: svc, Namespace: ns}
+			}
+			route, err := store.Resolve(s.Traffic, cur.LatestReady)
+			if err != nil {
+				return nil, err
+			}
+			cur.Traffic, cur.Route, cur.UpdatedAt = slices.Clone(s.Traffic), route, time.Now().UTC()
+			return cur, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		res.Outcome, res.Route, res.Tags = OutcomeTraffic, rec.Route, c.tags(ns, svc, rec.Route)
+		c.finish(ctx, o, res, rec, jobs)
+		return res, nil
+	}
+
+	rev, gen, job, evalID, outcome, err := c.revisionFor(ctx, o, rec, jobs, hash)
+	if err != nil {
+		return nil, err
+	}
+	res.Revision, res.Outcome = rev, outcome
+	if o.Detach {
+		res.Outcome = OutcomeDetached
+		if rec != nil {
+			res.Route, res.Tags = rec.Route, c.tags(ns, svc, rec.Route)
+		}
+		emit(o.Progress, StageDone, rev, "Detached: revision %s is starting; the route is unchanged until `rouse apply` is run again and it is ready.", rev)
+		return res, nil
+	}
+
+	if job != nil {
+		emit(o.Progress, StageWait, rev, "Waiting for instance…")
+		if err := c.waitReady(ctx, ns, rev, evalID, readinessOf(job), o.Wait, o.Progress); err != nil {
+			var rf *RevisionFailedError
+			if errors.As(err, &rf) {
+				// The failed revision is stopped, not purged: `nomad job status` and
+				// `nomad alloc logs` still show what happened until `rouse gc` (or Nomad's
+				// own job GC) removes it.
+				if _, _, serr := c.nomad.Jobs().Deregister(rev, false, c.wo(context.WithoutCancel(ctx), ns)); serr != nil {
+					rf.Events = append(rf.Events, "stopping the revision failed: "+c.nomadErr(serr, "submit-job", ns).Error())
+				}
+			}
+			return nil, err
+		}
+	}
+
+	emit(o.Progress, StageRoute, rev, "Routing traffic…")
+	gens := c.generations(ctx, ns, jobs)
+	gens.memo[rev] = gen
+	explicit := s.RevisionName != ""
+	rec, err = c.updateService(ctx, ns, svc, func(cur *store.Service) (*store.Service, error) {
+		if cur == nil {
+			return nil, fmt.Errorf("service %s was deleted while revision %s was starting", svc, rev)
+		}
+		readyGen, err := gens.of(cur.LatestReady)
+		if err != nil {
+			return nil, err
+		}
+		// Two applies racing: the newer generation stays the latest ready one, whichever
+		// finished first. An explicit revision_name is the user pointing at a revision.
+		if gen >= readyGen || explicit {
+			cur.LatestReady, cur.SpecHash, cur.Spec = rev, hash, o.Source
+		}
+		latestGen, err := gens.of(cur.Latest)
+		if err != nil {
+			return nil, err
+		}
+		if gen > latestGen || cur.Latest == "" {
+			cur.Latest = rev
+		}
+		route, err := store.Resolve(s.Traffic, cur.LatestReady)
+		if err != nil {
+			return nil, err
+		}
+		cur.Traffic, cur.Route, cur.UpdatedAt = slices.Clone(s.Traffic), route, time.Now().UTC()
+		return cur, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Route, res.Tags = rec.Route, c.tags(ns, svc, rec.Route)
+	jobs[rev] = &revJob{Name: rev, Generation: gen, SpecHash: hash}
+	c.finish(ctx, o, res, rec, jobs)
+	return res, nil
+}
+
+// finish runs revision GC after a successful apply (its failure is a warning: the apply
+// itself succeeded) and reports Done.
+func (c *Client) finish(ctx context.Context, o ApplyOptions, res *ApplyResult, rec *store.Service, jobs map[string]*revJob) {
+	if o.Keep >= 0 {
+		purged, err := c.gcService(ctx, res.Namespace, res.Service, o.Keep, rec, jobs, o.Progress)
+		res.Purged = purged
+		if err != nil {
+			res.Warnings = append(res.Warnings, "revision GC: "+err.Error())
+		}
+	}
+	if res.Outcome == OutcomeUnchanged {
+		emit(o.Progress, StageDone, res.Revision, "Unchanged: %s is serving. URL: %s", res.Revision, res.URL)
+		return
+	}
+	emit(o.Progress, StageDone, res.Revision, "Done. URL: %s", res.URL)
+}
+
+// revisionFor returns the revision that runs the spec's template: an existing one of the
+// same template that a previous apply left starting (or that an explicit revision_name
+// names), or a new one registered now. job is nil when the revision needs no wait.
+func (c *Client) revisionFor(ctx context.Context, o ApplyOptions, rec *store.Service, jobs map[string]*revJob, hash string) (rev string, gen int, job *nomadapi.Job, evalID string, out Outcome, err error) {
+	s := o.Spec
+	ns := s.Namespace
+	var candidate *revJob
+	if s.RevisionName != "" {
+		if j := jobs[s.RevisionName]; j != nil {
+			if j.SpecHash != hash {
+				r := s.RangeOf("revision_name")
+				return "", 0, nil, "", "", hcl.Diagnostics{{
+					Severity: hcl.DiagError, Summary: "Revision already exists",
+					Detail: fmt.Sprintf("Revision %q already exists with a different template, and revisions are immutable. "+
+						"Choose a new revision_name, or remove it from the spec to get generated names.", j.Name),
+					Subject: r.Ptr(),
+				}}
+			}
+			candidate = j
+		}
+	} else if rec != nil && rec.Latest != "" && rec.Latest != rec.LatestReady {
+		// A detached or interrupted apply of this very template: pick it up.
+		if j := jobs[rec.Latest]; j != nil && !j.Stopped && j.SpecHash == hash {
+			candidate = j
+		}
+	}
+	if candidate != nil {
+		job, _, err := c.nomad.Jobs().Info(candidate.Name, c.qo(ctx, ns))
+		if err != nil {
+			return "", 0, nil, "", "", c.nomadErr(err, "read-job", ns)
+		}
+		emit(o.Progress, StageCreate, candidate.Name, "Using existing revision %s…", candidate.Name)
+		count := 0
+		if len(job.TaskGroups) > 0 && job.TaskGroups[0].Count != nil {
+			count = *job.TaskGroups[0].Count
+		}
+		switch {
+		case candidate.Stopped:
+			// It failed before; the same template may work now (an image pushed since).
+			// Same spec, so re-registering keeps the revision immutable.
+			job.Stop = ptr(false)
+			job.TaskGroups[0].Count = ptr(max(count, 1))
+			resp, _, err := c.nomad.Jobs().Register(job, c.wo(ctx, ns))
+			if err != nil {
+				return "", 0, nil, "", "", c.nomadErr(err, "submit-job", ns)
+			}
+			return candidate.Name, candidate.Generation, job, resp.EvalID, OutcomeReused, nil
+		case count == 0:
+			// Scaled to zero after it was ready: the gateway wakes it on demand.
+			return candidate.Name, candidate.Generation, nil, "", OutcomeReused, nil
+		default:
+			return candidate.Name, candidate.Generation, job, "", OutcomeReused, nil
+		}
+	}
+	rev, gen, job, evalID, err = c.createRevision(ctx, o, jobs)
+	return rev, gen, job, evalID, OutcomeCreated, err
+}
+
+// createRevision allocates a generation with a CAS on the service record (so concurrent
+// applies get distinct ones), writes the revision's config to KV for the gateway, and
+// registers its job — only if no job of that ID exists, so a revision is never
+// overwritten.
+func (c *Client) createRevision(ctx context.Context, o ApplyOptions, jobs map[string]*revJob) (string, int, *nomadapi.Job, string, error) {
+	s := o.Spec
+	ns, svc := s.Namespace, s.Name
+	floor := 0 // generations in use by jobs that outlived their record
+	for _, j := range jobs {
+		floor = max(floor, j.Generation)
+	}
+	// Ask Nomad to plan the job before anything is written: a token that may not submit
+	// jobs, or a job Nomad rejects, then leaves no record, generation or config behind.
+	if rec, err := c.getService(ctx, ns, svc); err != nil {
+		return "", 0, nil, "", err
+	} else if draft, _, err := jobspec.Compile(s, max(floor, generationOf(rec))+1); err == nil {
+		if _, _, err := c.nomad.Jobs().Plan(draft, false, c.wo(ctx, ns)); err != nil {
+			return "", 0, nil, "", c.nomadErr(err, "submit-job", ns)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		rec, err := c.updateService(ctx, ns, svc, func(cur *store.Service) (*store.Service, error) {
+			if cur == nil {
+				cur = &store.Service{}
+			}
+			cur.Generation = max(cur.Generation, floor) + 1
+			cur.UpdatedAt = time.Now().UTC()
+			return cur, nil
+		})
+		if err != nil {
+			return "", 0, nil, "", err
+		}
+		gen := rec.Generation
+		job, cfg, err := jobspec.Compile(s, gen)
+		if err != nil {
+			return "", 0, nil, "", fmt.Errorf("compile: %w", err)
+		}
+		rev := *job.ID
+		// A config already in KV under a generated name belongs to a revision whose job
+		// is gone or not listed yet: skip the name rather than overwrite it.
+		if s.RevisionName == "" && attempt < 5 {
+			existing, err := c.store.GetRevision(ctx, ns, rev)
+			if err != nil {
+				return "", 0, nil, "", c.consulErr(err, "key:read", store.RevisionKey(ns, rev))
+			}
+			if existing != nil {
+				floor = gen
+				continue
+			}
+		}
+		emit(o.Progress, StageCreate, rev, "Creating revision %s…", rev)
+		// Readiness is proven with one instance even when the revision may scale to zero
+		// (Knative does the same); the scaler takes it down after the grace period.
+		if tg := job.TaskGroups[0]; tg.Count == nil || *tg.Count < 1 {
+			tg.Count = ptr(1)
+		}
+		if err := c.store.PutRevision(ctx, cfg); err != nil {
+			return "", 0, nil, "", c.consulErr(err, "key:write", store.RevisionKey(ns, rev))
+		}
+		resp, _, err := c.nomad.Jobs().EnforceRegister(job, 0, c.wo(ctx, ns))
+		if err != nil {
+			if strings.Contains(err.Error(), "already exists") && s.RevisionName == "" && attempt < 5 {
+				floor = gen
+				continue
+			}
+			// Nothing was registered: take the config back so no orphan is left.
+			_ = c.store.DeleteRevision(context.WithoutCancel(ctx), ns, rev)
+			return "", 0, nil, "", c.nomadErr(err, "submit-job", ns)
+		}
+		// Record it as the latest created revision (unless a concurrent apply created a
+		// newer one meanwhile).
+		gens := c.generations(ctx, ns, jobs)
+		gens.memo[rev] = gen
+		_, err = c.updateService(ctx, ns, svc, func(cur *store.Service) (*store.Service, error) {
+			if cur == nil {
+				return nil, fmt.Errorf("service %s was deleted while revision %s was being created", svc, rev)
+			}
+			lg, err := gens.of(cur.Latest)
+			if err != nil {
+				return nil, err
+			}
+			if gen > lg || cur.Latest == "" {
+				cur.Latest = rev
+			}
+			return cur, nil
+		})
+		if err != nil {
+			return "", 0, nil, "", err
+		}
+		return rev, gen, job, resp.EvalID, nil
+	}
+}
+
+func generationOf(rec *store.Service) int {
+	if rec == nil {
+		return 0
+	}
+	return rec.Generation
+}
+
+// liveNames are the revisions that can take traffic: their job exists and is not stopped.
+func liveNames(jobs map[string]*revJob) []string {
+	var out []string
+	for n, j := range jobs {
+		if !j.Stopped {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// tags lists the tagged targets of a route with their URLs.
+func (c *Client) tags(ns, svc string, route []store.RouteTarget) []TagInfo {
+	var out []TagInfo
+	for _, r := range route {
+		if r.Tag != "" {
+			out = append(out, TagInfo{Tag: r.Tag, Revision: r.Revision, URL: c.TagURL(ns, svc, r.Tag)})
+		}
+	}
+	return out
+}
+
+func ptr[T any](v T) *T { return &v }

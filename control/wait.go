@@ -1,0 +1,328 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/rouse-run/rouse/internal/revmeta"
+)
+
+// readiness is how apply decides that an instance is ready: the revision's own check.
+type readiness struct {
+	Type string // "http" or "tcp"
+	Path string
+}
+
+// readinessOf reads the check jobspec compiled into the revision's Consul service.
+func readinessOf(job *nomadapi.Job) readiness {
+	for _, tg := range job.TaskGroups {
+		for _, s := range tg.Services {
+			for _, ch := range s.Checks {
+				if ch.Type == "tcp" {
+					return readiness{Type: "tcp"}
+				}
+				if ch.Type == "http" {
+					p := ch.Path
+					if p == "" {
+						p = "/"
+					}
+					return readiness{Type: "http", Path: p}
+				}
+			}
+		}
+	}
+	return readiness{Type: "http", Path: "/"}
+}
+
+// fatalEvents are task events after which an instance that was never ready will not
+// become ready on its own soon: apply reports them instead of waiting out its deadline.
+// A server that exits, even with code 0, is not serving.
+var fatalEvents = []string{
+	nomadapi.TaskTerminated, nomadapi.TaskDriverFailure, nomadapi.TaskSetupFailure,
+	nomadapi.TaskFailedValidation, nomadapi.TaskArtifactDownloadFailed, nomadapi.TaskNotRestarting,
+	nomadapi.TaskSiblingFailed,
+}
+
+// waitReady polls until one instance of rev answers its readiness probe (or passes its
+// Consul check, for callers that cannot reach the instances' network), an instance fails,
+// or wait passes. Failures are *RevisionFailedError; a cancelled ctx is ctx.Err().
+func (c *Client) waitReady(ctx context.Context, ns, rev, evalID string, probe readiness, wait time.Duration, progress func(Event)) error {
+	deadline := time.Now().Add(wait)
+	addrs := map[string]string{} // alloc ID → host:port of its http port
+	last := "no instance placed yet"
+	lastShown := ""
+	for {
+		allocs, _, err := c.nomad.Jobs().Allocations(rev, false, c.qo(ctx, ns))
+		if err != nil {
+			return c.nomadErr(err, "read-job", ns)
+		}
+		sort.Slice(allocs, func(i, j int) bool { return allocs[i].CreateIndex > allocs[j].CreateIndex })
+		if f := failureOf(allocs); f != nil {
+			f.Revision = rev
+			f.Logs = c.logTail(ctx, ns, f.allocID)
+			return &f.RevisionFailedError
+		}
+		for _, a := range allocs {
+			if a.ClientStatus != nomadapi.AllocClientStatusRunning {
+				continue
+			}
+			addr, ok := addrs[a.ID]
+			if !ok {
+				addr = c.allocAddr(ctx, ns, a.ID)
+				if addr != "" {
+					addrs[a.ID] = addr
+				}
+			}
+			if addr == "" {
+				last = "instance " + short(a.ID) + " is running but has no address yet"
+				continue
+			}
+			ok, what := c.probeOnce(ctx, addr, probe)
+			if ok {
+				return nil
+			}
+			last = "instance " + short(a.ID) + " is running; readiness probe " + what
+		}
+		if len(allocs) == 0 && evalID != "" {
+			if reason := c.placementFailure(ctx, ns, evalID); reason != "" {
+				return &RevisionFailedError{Revision: rev, Reason: reason}
+			}
+		} else if len(allocs) > 0 && allocs[0].ClientStatus == nomadapi.AllocClientStatusPending {
+			last = "instance " + short(allocs[0].ID) + " is starting"
+		}
+		if es, _, err := c.consul.Health().Service(rev, "", true, (&consulapi.QueryOptions{}).WithContext(ctx)); err == nil && len(es) > 0 {
+			return nil
+		}
+		if last != lastShown {
+			emit(progress, StageStatus, rev, "%s", last)
+			lastShown = last
+		}
+		if time.Now().After(deadline) {
+			f := &RevisionFailedError{Revision: rev, Reason: fmt.Sprintf("not ready within %s: %s", wait, last)}
+			if len(allocs) > 0 {
+				f.Events = eventLines(allocs[0])
+				f.Logs = c.logTail(ctx, ns, allocs[0].ID)
+			}
+			return f
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(c.poll):
+		}
+	}
+}
+
+// probeOnce runs the revision's readiness probe once against addr; Knative's rule: an
+// HTTP status in [200, 400) is ready.
+func (c *Client) probeOnce(ctx context.Context, addr string, p readiness) (bool, string) {
+	if p.Type == "tcp" {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false, "tcp " + addr + ": " + rootCause(err)
+		}
+		conn.Close()
+		return true, ""
+	}
+	url := "http://" + addr + p.Path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	req.Header.Set("User-Agent", "rouse-apply-probe")
+	resp, err := c.probe.Do(req)
+	if err != nil {
+		return false, "GET " + url + ": " + rootCause(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 400 {
+		return true, ""
+	}
+	return false, "GET " + url + ": " + resp.Status
+}
+
+// allocAddr is host:port of the allocation's http port, "" when not known yet.
+func (c *Client) allocAddr(ctx context.Context, ns, allocID string) string {
+	a, _, err := c.nomad.Allocations().Info(allocID, c.qo(ctx, ns))
+	if err != nil || a.AllocatedResources == nil {
+		return ""
+	}
+	for _, p := range a.AllocatedResources.Shared.Ports {
+		if p.Label == revmeta.PortLabel && p.Value > 0 {
+			return net.JoinHostPort(p.HostIP, strconv.Itoa(p.Value))
+		}
+	}
+	for _, n := range a.AllocatedResources.Shared.Networks {
+		for _, p := range n.DynamicPorts {
+			if p.Label == revmeta.PortLabel && p.Value > 0 {
+				return net.JoinHostPort(n.IP, strconv.Itoa(p.Value))
+			}
+		}
+	}
+	return ""
+}
+
+type allocFailure struct {
+	RevisionFailedError
+	allocID string
+}
+
+// failureOf finds the first instance (newest first) that failed, and says why.
+func failureOf(allocs []*nomadapi.AllocationListStub) *allocFailure {
+	for _, a := range allocs {
+		var reason string
+		for _, ts := range a.TaskStates {
+			for _, ev := range ts.Events {
+				for _, t := range fatalEvents {
+					if ev.Type == t && reason == "" {
+						reason = eventText(ev)
+					}
+				}
+			}
+		}
+		if reason == "" && (a.ClientStatus == nomadapi.AllocClientStatusFailed || a.ClientStatus == nomadapi.AllocClientStatusLost) {
+			reason = "instance " + a.ClientStatus
+			if a.ClientDescription != "" {
+				reason += ": " + a.ClientDescription
+			}
+		}
+		if reason != "" {
+			return &allocFailure{RevisionFailedError: RevisionFailedError{Reason: reason, Events: eventLines(a)}, allocID: a.ID}
+		}
+	}
+	return nil
+}
+
+// eventText renders an event as Nomad's CLI does: "Terminated: Exit Code: 1".
+func eventText(ev *nomadapi.TaskEvent) string {
+	msg := ev.DisplayMessage
+	if msg == "" {
+		for _, m := range []string{ev.DriverError, ev.SetupError, ev.ValidationError, ev.DownloadError, ev.Message} {
+			if m != "" {
+				msg = m
+				break
+			}
+		}
+	}
+	if msg == "" && ev.Type == nomadapi.TaskTerminated {
+		msg = "Exit Code: " + strconv.Itoa(ev.ExitCode)
+	}
+	if msg == "" {
+		return ev.Type
+	}
+	return ev.Type + ": " + msg
+}
+
+// eventLines are the task's events, oldest first, with their time.
+func eventLines(a *nomadapi.AllocationListStub) []string {
+	var out []string
+	ts := a.TaskStates[revmeta.Task]
+	if ts == nil {
+		for _, s := range a.TaskStates {
+			ts = s
+			break
+		}
+	}
+	if ts == nil {
+		return nil
+	}
+	for _, ev := range ts.Events {
+		out = append(out, time.Unix(0, ev.Time).Format("15:04:05")+" "+eventText(ev))
+	}
+	return out
+}
+
+// logTail is the end of the instance's stderr (or stdout when stderr is empty): usually
+// the line that says why the process died. Best effort: "" when logs cannot be read.
+func (c *Client) logTail(ctx context.Context, ns, allocID string) string {
+	if allocID == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	a, _, err := c.nomad.Allocations().Info(allocID, c.qo(ctx, ns))
+	if err != nil {
+		return ""
+	}
+	for _, stream := range []string{"stderr", "stdout"} {
+		if s := c.readLog(ctx, ns, a, stream); strings.TrimSpace(s) != "" {
+			return lastLines(s, 15)
+		}
+	}
+	return ""
+}
+
+func (c *Client) readLog(ctx context.Context, ns string, a *nomadapi.Allocation, stream string) string {
+	frames, errs := c.nomad.AllocFS().Logs(a, false, revmeta.Task, stream, nomadapi.OriginEnd, 4096, ctx.Done(), c.qo(ctx, ns))
+	var b strings.Builder
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				return b.String()
+			}
+			if f != nil {
+				b.Write(f.Data)
+			}
+		case <-errs:
+			return b.String()
+		case <-ctx.Done():
+			return b.String()
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// placementFailure says why Nomad placed no instance, "" while it has not given up.
+func (c *Client) placementFailure(ctx context.Context, ns, evalID string) string {
+	ev, _, err := c.nomad.Evaluations().Info(evalID, c.qo(ctx, ns))
+	if err != nil || ev.Status != "complete" || len(ev.FailedTGAllocs) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, m := range ev.FailedTGAllocs {
+		if m == nil {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%d node(s) evaluated", m.NodesEvaluated))
+		for k, n := range m.ConstraintFiltered {
+			parts = append(parts, fmt.Sprintf("constraint %s filtered %d node(s)", k, n))
+		}
+		for k, n := range m.ClassFiltered {
+			parts = append(parts, fmt.Sprintf("class %s filtered %d node(s)", k, n))
+		}
+		for k, n := range m.DimensionExhausted {
+			parts = append(parts, fmt.Sprintf("%s exhausted on %d node(s)", k, n))
+		}
+		for dc, n := range m.NodesAvailable {
+			if n == 0 {
+				parts = append(parts, "no node available in datacenter "+dc)
+			}
+		}
+	}
+	sort.Strings(parts[min(1, len(parts)):])
+	return "no node can run it (" + strings.Join(parts, "; ") + ")"
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}

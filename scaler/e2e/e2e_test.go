@@ -1,0 +1,412 @@
+// Package e2e proves `rouse scaler` on real Nomad and Consul agents: revision jobs scale
+// from zero to N under load and back after the grace, a failing gateway never scales
+// anything down, and a killed leader is replaced within 15 s. The gauges come from a
+// test server speaking the gateways' real wire format, registered in Consul as
+// rouse-gateway.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/revmeta"
+	"github.com/rouse-run/rouse/internal/testcluster"
+	"github.com/rouse-run/rouse/scaler"
+)
+
+var cluster *testcluster.Cluster
+
+// childEnv marks the re-executed test binary that runs one scaler replica, so the
+// failover test can kill a leader's process for real.
+const childEnv = "ROUSE_E2E_SCALER_CHILD"
+
+func TestMain(m *testing.M) {
+	if id := os.Getenv(childEnv); id != "" {
+		os.Exit(runChild(id))
+	}
+	os.Exit(testcluster.Run(m, testcluster.Options{}, &cluster))
+}
+
+func runChild(id string) int {
+	nc, err := nomadapi.NewClient(nomadapi.DefaultConfig())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cc, err := consulapi.NewClient(consulapi.DefaultConfig())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	log, _ := zap.NewDevelopment()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := scaler.Run(ctx, scaler.Config{Nomad: nc, Consul: cc, Logger: log, ID: id, Tick: time.Second}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// revisionJob is a revision as jobspec compiles it: group "app" without deployments,
+// raw_exec hello on a dynamic port, a Consul service named after the revision.
+func revisionJob(t *testing.T, cfg revmeta.Config, count int) *nomadapi.Job {
+	t.Helper()
+	bin, err := cluster.GoBuild("./examples/hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := 0
+	id := cfg.Revision
+	job := nomadapi.NewServiceJob(id, id, "global", 50)
+	job.Datacenters = []string{"*"}
+	job.Meta = cfg.Meta()
+	job.Update = &nomadapi.UpdateStrategy{MaxParallel: &zero}
+	tg := nomadapi.NewTaskGroup(revmeta.Group, count)
+	tg.Networks = []*nomadapi.NetworkResource{{DynamicPorts: []nomadapi.Port{{Label: revmeta.PortLabel}}}}
+	delay := 500 * time.Millisecond
+	tg.ShutdownDelay = &delay
+	tg.Services = []*nomadapi.Service{{
+		Name: id, PortLabel: revmeta.PortLabel, Provider: "consul",
+		Tags:   []string{revmeta.TagRouse, revmeta.TagServicePrefix + cfg.Service},
+		Checks: []nomadapi.ServiceCheck{{Type: "http", Path: "/healthz", Interval: time.Second, Timeout: time.Second}},
+	}}
+	task := nomadapi.NewTask(revmeta.Task, "raw_exec")
+	task.Config = map[string]any{"command": bin}
+	task.Env = map[string]string{"PORT": "${NOMAD_PORT_http}", "ROUSE_REVISION": id}
+	cpu, mem := 50, 32
+	task.Resources = &nomadapi.Resources{CPU: &cpu, MemoryMB: &mem}
+	tg.AddTask(task)
+	job.AddTaskGroup(tg)
+	return job
+}
+
+func revConfig(name string) revmeta.Config {
+	c := revmeta.Defaults("default", "e2e", name)
+	c.Target = 10 // per instance; × 0.7 → 7 in flight each
+	c.Window, c.ScaleToZeroGrace = 6*time.Second, 3*time.Second
+	return c
+}
+
+func register(t *testing.T, cfg revmeta.Config, count int) {
+	t.Helper()
+	if _, _, err := cluster.Nomad.Jobs().Register(revisionJob(t, cfg, count), nil); err != nil {
+		t.Fatalf("register %s: %v", cfg.Revision, err)
+	}
+}
+
+// groupCount is what Nomad was told; running is what runs.
+func groupCount(t *testing.T, job string) (count, running int) {
+	t.Helper()
+	st, _, err := cluster.Nomad.Jobs().ScaleStatus(job, nil)
+	if err != nil {
+		t.Fatalf("scale status %s: %v", job, err)
+	}
+	g := st.TaskGroups[revmeta.Group]
+	return g.Desired, g.Running
+}
+
+// gateway is a test server speaking the gateways' admin wire format.
+type gateway struct {
+	id  string
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	revs    map[string]*gauges.Revision
+	seq     uint64
+	acts    []gauges.Activation
+	changed chan struct{}
+	done    chan struct{}
+}
+
+func startGateway(t *testing.T, id string) *gateway {
+	g := &gateway{id: id, revs: map[string]*gauges.Revision{}, changed: make(chan struct{}), done: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/gauges", func(w http.ResponseWriter, r *http.Request) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		rep := gauges.Report{Gateway: g.id, At: time.Now()}
+		for _, v := range g.revs {
+			rep.Revisions = append(rep.Revisions, *v)
+		}
+		gauges.Write(w, rep)
+	})
+	mux.HandleFunc("/activations", func(w http.ResponseWriter, r *http.Request) {
+		after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+		wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
+		g.mu.Lock()
+		ch := g.changed
+		if after == g.seq {
+			g.mu.Unlock()
+			select {
+			case <-ch:
+			case <-time.After(wait):
+			case <-r.Context().Done():
+				return
+			case <-g.done:
+				return
+			}
+			g.mu.Lock()
+		}
+		seq, acts := g.seq, g.acts
+		g.mu.Unlock()
+		gauges.WriteActivations(w, seq, acts)
+	})
+	g.srv = httptest.NewServer(mux)
+	host, port, _ := net.SplitHostPort(g.srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	err := cluster.Consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
+		ID: id, Name: "rouse-gateway", Address: host, Port: p,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.stop(); g.deregister() })
+	return g
+}
+
+func (g *gateway) stop() {
+	select {
+	case <-g.done:
+	default:
+		close(g.done)
+		g.srv.Close()
+	}
+}
+
+func (g *gateway) deregister() { cluster.Consul.Agent().ServiceDeregister(g.id) }
+
+func (g *gateway) set(rev string, inFlight, held int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	v := g.revs[rev]
+	if v == nil {
+		v = &gauges.Revision{Namespace: "default", Revision: rev}
+		g.revs[rev] = v
+	}
+	v.InFlight, v.Held = inFlight, held
+}
+
+func (g *gateway) activate(rev string, held int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.seq++
+	g.acts = []gauges.Activation{{Namespace: "default", Revision: rev, Held: held}}
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// replica runs one in-process scaler until the test ends or stop is called.
+type replica struct {
+	s    *scaler.Scaler
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func startReplica(t *testing.T, id string) *replica {
+	t.Helper()
+	s, err := scaler.New(scaler.Config{
+		Nomad: cluster.Nomad, Consul: cluster.Consul, Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named(id),
+		ID: id, Tick: time.Second, AdminAddr: "127.0.0.1:0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{s: s, stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		if err := s.Run(ctx); err != nil {
+			t.Errorf("replica %s: %v", id, err)
+		}
+	}()
+	t.Cleanup(func() { r.stop(); <-r.done })
+	return r
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func metrics(t *testing.T, r *replica) string {
+	resp, err := http.Get("http://" + r.s.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestZeroToNAndBack: the activation signal wakes a revision at zero, gauges scale it to
+// N, a gateway that stops answering blocks every scale-down but not scale-ups, and once
+// it is gone from Consul the revision goes back to zero after the grace.
+func TestZeroToNAndBack(t *testing.T) {
+	const rev = "e2e-00001"
+	register(t, revConfig(rev), 0)
+	a := startGateway(t, "gw-a")
+	r := startReplica(t, "s1")
+	waitUntil(t, 20*time.Second, "s1 leads", r.s.IsLeader)
+	time.Sleep(1500 * time.Millisecond) // a tick has listed the job and the long-poll is up
+
+	// Fast path: one held request at zero.
+	a.set(rev, 0, 1)
+	start := time.Now()
+	a.activate(rev, 1)
+	took := waitUntil(t, 5*time.Second, "activation 0 → 1", func() bool { c, _ := groupCount(t, rev); return c >= 1 })
+	t.Logf("activation signal → Nomad count 1 seen by a poller: %v", took)
+	waitUntil(t, 30*time.Second, "1 instance running", func() bool { _, run := groupCount(t, rev); return run >= 1 })
+	t.Logf("activation signal → instance running: %v", time.Since(start))
+	m := metrics(t, r)
+	if !strings.Contains(m, "rouse_scaler_activations_total 1") {
+		t.Errorf("activation not counted:\n%s", grep(m, "activation"))
+	}
+	t.Logf("scaler's own activation latency:\n%s", grep(m, "rouse_scaler_activation_seconds"))
+
+	// Load: 20 in flight at 7 per instance → 3.
+	a.set(rev, 20, 0)
+	waitUntil(t, 15*time.Second, "count 3", func() bool { c, _ := groupCount(t, rev); return c == 3 })
+	waitUntil(t, 60*time.Second, "3 running", func() bool { _, run := groupCount(t, rev); return run == 3 })
+
+	// A second gateway joins, then dies while Consul still lists it healthy.
+	b := startGateway(t, "gw-b")
+	b.set(rev, 0, 0)
+	time.Sleep(2 * time.Second)
+	b.stop()
+	a.set(rev, 0, 0) // all traffic gone… as far as the gateway that answers knows
+	for end := time.Now().Add(12 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if c, _ := groupCount(t, rev); c < 3 {
+			t.Fatalf("scaled down to %d while a gateway was not answering", c)
+		}
+	}
+	// Scale-ups still follow the gateway that answers.
+	a.set(rev, 40, 0) // → 6
+	waitUntil(t, 15*time.Second, "count 6 with one gateway down", func() bool { c, _ := groupCount(t, rev); return c == 6 })
+
+	// The dead gateway leaves Consul; idle → 0 after a window of complete data + grace.
+	b.deregister()
+	a.set(rev, 0, 0)
+	idle := time.Now()
+	waitUntil(t, 60*time.Second, "count 0", func() bool { c, _ := groupCount(t, rev); return c == 0 })
+	t.Logf("idle → count 0 in %v (window 6 s + grace 3 s, after a partial window)", time.Since(idle))
+	waitUntil(t, 30*time.Second, "0 running", func() bool { _, run := groupCount(t, rev); return run == 0 })
+
+	// Nomad's scaling events say who and why.
+	st, _, err := cluster.Nomad.Jobs().ScaleStatus(rev, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, e := range st.TaskGroups[revmeta.Group].Events {
+		if !strings.HasPrefix(e.Message, "rouse scaler:") || e.Meta["rouse.scaler"] != "s1" {
+			t.Errorf("scaling event without who/why: %+v", e)
+		}
+		reasons = append(reasons, fmt.Sprint(e.Meta["rouse.reason"]))
+	}
+	t.Logf("scaling events (newest first): %v", reasons)
+}
+
+// TestLeaderFailover: the leader's process is killed (SIGKILL, no cleanup); a standby
+// leads within 15 s without moving any count. Then a leader that stops cleanly hands over
+// at once.
+func TestLeaderFailover(t *testing.T) {
+	const rev = "e2e-00002"
+	register(t, revConfig(rev), 2)
+	a := startGateway(t, "gw-f")
+	a.set(rev, 14, 0) // exactly 2 instances' worth
+
+	logf, err := os.Create(t.TempDir() + "/child.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(append(os.Environ(), cluster.Env()...), childEnv+"=crash-me")
+	child.Stdout, child.Stderr = logf, logf
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		child.Process.Kill()
+		child.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("child log:\n%s", b)
+		}
+	}()
+	holder := func() string {
+		p, _, err := cluster.Consul.KV().Get(scaler.DefaultLeaderKey, nil)
+		if err != nil || p == nil || p.Session == "" {
+			return ""
+		}
+		return string(p.Value)
+	}
+	waitUntil(t, 30*time.Second, "the child leads", func() bool { return holder() == "crash-me" })
+	standby := startReplica(t, "standby")
+	time.Sleep(3 * time.Second) // the child ticks a few times; the standby campaigns
+	if standby.s.IsLeader() {
+		t.Fatal("two leaders")
+	}
+
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	took := waitUntil(t, 15*time.Second, "the standby leads after SIGKILL", standby.s.IsLeader)
+	t.Logf("leader SIGKILLed → standby leads in %v", took)
+	// The new leader starts from Nomad's count: no flap while its windows fill.
+	for end := killed.Add(took + 8*time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if c, _ := groupCount(t, rev); c != 2 {
+			t.Fatalf("count moved to %d across the takeover", c)
+		}
+	}
+
+	// Clean handover: cancel the leader's context; the next standby leads at once.
+	next := startReplica(t, "next")
+	time.Sleep(time.Second)
+	stopped := time.Now()
+	standby.stop()
+	waitUntil(t, 15*time.Second, "the next replica leads after a clean stop", next.s.IsLeader)
+	t.Logf("leader stopped cleanly → next leads in %v", time.Since(stopped))
+	<-standby.done
+	if h := holder(); h != "next" {
+		t.Fatalf("lock holder %q", h)
+	}
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

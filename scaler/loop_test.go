@@ -1,0 +1,356 @@
+package scaler
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/revmeta"
+	"github.com/rouse-run/rouse/scaler/kpa"
+)
+
+type harness struct {
+	t     *testing.T
+	s     *Scaler
+	clock *fakeClock
+	nomad *fakeNomad
+	gws   *fakeGateways
+	logs  *observer.ObservedLogs
+	ctx   context.Context
+}
+
+func newHarness(t *testing.T) *harness {
+	core, logs := observer.New(zap.DebugLevel)
+	h := &harness{t: t, clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}, nomad: newFakeNomad(),
+		gws: &fakeGateways{}, logs: logs}
+	s, err := newScaler(Config{Logger: zap.New(core), Clock: h.clock, ID: "test", AdminAddr: "127.0.0.1:0"}, h.nomad, h.gws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s = s
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); s.stopPollers(); s.admin.Close() })
+	h.ctx = ctx
+	s.table = newTable(kpa.Options{Granularity: s.cfg.Tick}, s.log)
+	return h
+}
+
+// ticks steps the clock a tick at a time, running the leader's tick each time.
+func (h *harness) ticks(n int) {
+	for range n {
+		h.clock.Add(h.s.cfg.Tick)
+		h.s.tick(h.ctx, h.s.listJobs)
+	}
+}
+
+func TestLoopScalesUpThenToZero(t *testing.T) {
+	h := newHarness(t)
+	gw := newFakeGateway(t, "gw-1")
+	h.gws.set(gw)
+	job := h.nomad.add(revCfg("svc-00001", nil), 1)
+
+	gw.set("default", "svc-00001", 300, 0) // 300 / 70 → 5
+	h.ticks(1)
+	if got := h.nomad.count(job); got != 5 {
+		t.Fatalf("want 5 after a tick of 300 in flight (panic), got %d", got)
+	}
+	h.ticks(10)
+	if got := h.nomad.count(job); got != 5 {
+		t.Fatalf("steady: want 5, got %d", got)
+	}
+	gw.set("default", "svc-00001", 0, 0)
+	// Window 10 s + grace 4 s, with the scale-down rate halving on the way.
+	var zeroAfter time.Duration
+	for i := 1; i <= 30; i++ {
+		h.ticks(1)
+		if h.nomad.count(job) == 0 {
+			zeroAfter = time.Duration(i) * h.s.cfg.Tick
+			break
+		}
+	}
+	if zeroAfter < 14*time.Second || zeroAfter > 30*time.Second {
+		t.Fatalf("zero after %v of idle; want after window+grace (14 s) and soon after", zeroAfter)
+	}
+	last := h.nomad.calls[len(h.nomad.calls)-1]
+	if last.meta["rouse.reason"] != "to_zero" || !strings.Contains(last.msg, "→ 0") {
+		t.Fatalf("scale call should say why: %q %v", last.msg, last.meta)
+	}
+	// No call when nothing changes.
+	n := len(h.nomad.calls)
+	h.ticks(5)
+	if len(h.nomad.calls) != n {
+		t.Fatalf("scaled without a change: %v", h.nomad.calls[n:])
+	}
+}
+
+func TestGatewayDownNeverScalesDown(t *testing.T) {
+	h := newHarness(t)
+	a, b := newFakeGateway(t, "gw-a"), newFakeGateway(t, "gw-b")
+	h.gws.set(a, b)
+	job := h.nomad.add(revCfg("svc-00001", nil), 1)
+	a.set("default", "svc-00001", 140, 0)
+	b.set("default", "svc-00001", 140, 0) // 280 → 4
+	h.ticks(8)
+	if got := h.nomad.count(job); got != 4 {
+		t.Fatalf("want 4, got %d", got)
+	}
+	// b holds the traffic and stops answering while still registered healthy: a alone
+	// reports zero. Nothing scales down, let alone to zero.
+	a.set("default", "svc-00001", 0, 0)
+	b.setFail(true)
+	h.ticks(20)
+	if got := h.nomad.count(job); got != 4 {
+		t.Fatalf("scaled to %d while a gateway was failing", got)
+	}
+	if h.logs.FilterMessageSnippet("gateway left out").Len() == 0 {
+		t.Fatal("no warning for the failing gateway")
+	}
+	// But scaling up continues from the others.
+	a.set("default", "svc-00001", 600, 0)
+	h.ticks(2)
+	if got := h.nomad.count(job); got < 9 {
+		t.Fatalf("scale-up from the remaining gateway: want ≥ 9, got %d", got)
+	}
+	// Consul drops b from the healthy list: after a window of complete data, down again.
+	h.gws.set(a)
+	a.set("default", "svc-00001", 70, 0)
+	h.ticks(30)
+	if got := h.nomad.count(job); got != 1 {
+		t.Fatalf("after the failed gateway left: want 1, got %d", got)
+	}
+}
+
+func TestNoGatewaysHoldsCounts(t *testing.T) {
+	h := newHarness(t)
+	h.gws.gws = []gateway{deadGateway(t)}
+	job := h.nomad.add(revCfg("svc-00001", nil), 3)
+	h.ticks(30)
+	if got := h.nomad.count(job); got != 3 {
+		t.Fatalf("no gateway data must hold the count, got %d", got)
+	}
+	h.gws.gws = nil // none registered at all
+	h.ticks(30)
+	if got := h.nomad.count(job); got != 3 {
+		t.Fatalf("no gateways must hold the count, got %d", got)
+	}
+}
+
+func TestNewLeaderHoldsCountsUntilWindowFills(t *testing.T) {
+	h := newHarness(t)
+	gw := newFakeGateway(t, "gw-1")
+	h.gws.set(gw)
+	job := h.nomad.add(revCfg("svc-00001", func(c *revmeta.Config) { c.Window = 20 * time.Second }), 6)
+	// Idle revision at 6 when this replica takes over: nothing moves for a window.
+	for i := 0; i < 9; i++ {
+		h.ticks(1)
+		if got := h.nomad.count(job); got != 6 {
+			t.Fatalf("tick %d: new leader scaled before its window filled: %d", i, got)
+		}
+	}
+	h.ticks(15)
+	if got := h.nomad.count(job); got >= 6 {
+		t.Fatalf("never scaled down after the window: %d", got)
+	}
+}
+
+func TestActivationFastPath(t *testing.T) {
+	h := newHarness(t)
+	gw := newFakeGateway(t, "gw-1")
+	h.gws.set(gw)
+	job := h.nomad.add(revCfg("svc-00001", nil), 0)
+	h.ticks(3) // learns the job at 0 and starts the long-poll
+	if got := h.nomad.count(job); got != 0 {
+		t.Fatalf("idle at zero moved: %d", got)
+	}
+	time.Sleep(50 * time.Millisecond) // let the long-poll reach the gateway (real HTTP)
+	start := time.Now()
+	gw.activate(gauges.Activation{Namespace: "default", Revision: "svc-00001", Held: 150})
+	select {
+	case c := <-h.nomad.scaled:
+		lag := c.at.Sub(start)
+		t.Logf("activation → Jobs.Scale in %v", lag)
+		if c.count != 3 { // 150 / 70
+			t.Fatalf("want 3 for 150 held, got %v", c)
+		}
+		if lag > 50*time.Millisecond {
+			t.Fatalf("activation took %v, budget 50 ms", lag)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no scale-up from the activation signal")
+	}
+	// The next tick sees the held requests in the gauges and keeps it up.
+	gw.set("default", "svc-00001", 0, 150)
+	h.ticks(1)
+	if got := h.nomad.count(job); got < 3 {
+		t.Fatalf("tick undid the activation: %d", got)
+	}
+	// A repeated answer for a revision already up does nothing.
+	n := len(h.nomad.calls)
+	gw.activate(gauges.Activation{Namespace: "default", Revision: "svc-00001", Held: 1})
+	time.Sleep(100 * time.Millisecond)
+	if len(h.nomad.calls) != n {
+		t.Fatalf("scaled again for a revision already up: %v", h.nomad.calls[n:])
+	}
+}
+
+func TestScaleErrorsAreLoggedNotFatal(t *testing.T) {
+	for _, tc := range []struct {
+		err  string
+		kind string
+	}{
+		{"Unexpected response code: 403 (Permission denied)", "acl_denied"},
+		{"Unexpected response code: 400 (job scaling blocked due to active deployment)", "deployment_lock"},
+		{"Unexpected response code: 404 (job not found)", "job_gone"},
+		{"Unexpected response code: 500 (boom)", "error"},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			h := newHarness(t)
+			gw := newFakeGateway(t, "gw-1")
+			h.gws.set(gw)
+			job := h.nomad.add(revCfg("svc-00001", nil), 1)
+			h.nomad.scaleErr = errors.New(tc.err)
+			gw.set("default", "svc-00001", 300, 0)
+			h.ticks(5)
+			logs := h.logs.FilterMessageSnippet("could not scale revision").All()
+			if len(logs) != 1 {
+				t.Fatalf("want the error logged once, got %d", len(logs))
+			}
+			if k := logs[0].ContextMap()["kind"]; k != tc.kind {
+				t.Fatalf("kind %v, want %s", k, tc.kind)
+			}
+			// Once Nomad accepts, the scaler catches up.
+			h.nomad.mu.Lock()
+			h.nomad.scaleErr = nil
+			h.nomad.mu.Unlock()
+			h.ticks(2)
+			if got := h.nomad.count(job); got != 5 {
+				t.Fatalf("after the error cleared: want 5, got %d", got)
+			}
+		})
+	}
+}
+
+func TestBadMetaIsSkippedAndOthersScale(t *testing.T) {
+	h := newHarness(t)
+	gw := newFakeGateway(t, "gw-1")
+	h.gws.set(gw)
+	bad := revCfg("svc-00001", nil)
+	badJob := h.nomad.add(bad, 1)
+	h.nomad.jobs[badJob].meta[revmeta.KeyWindow] = "sixty"
+	good := h.nomad.add(revCfg("svc-00002", nil), 1)
+	gw.set("default", "svc-00001", 300, 0)
+	gw.set("default", "svc-00002", 300, 0)
+	h.ticks(3)
+	if h.nomad.count(badJob) != 1 || h.nomad.count(good) != 5 {
+		t.Fatalf("bad %d good %d", h.nomad.count(badJob), h.nomad.count(good))
+	}
+	if n := h.logs.FilterMessageSnippet("unusable autoscaling meta").Len(); n != 1 {
+		t.Fatalf("want the bad meta logged once, got %d", n)
+	}
+}
+
+func TestCountsReadOncePerChange(t *testing.T) {
+	h := newHarness(t)
+	gw := newFakeGateway(t, "gw-1")
+	h.gws.set(gw)
+	for i := range 20 {
+		h.nomad.add(revCfg("svc-"+string(rune('a'+i)), nil), 1)
+	}
+	h.ticks(10)
+	if h.nomad.counts != 20 {
+		t.Fatalf("want one count read per job, got %d", h.nomad.counts)
+	}
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	h := newHarness(t)
+	gw := newFakeGateway(t, "gw-1")
+	h.gws.set(gw)
+	h.nomad.add(revCfg("svc-00001", nil), 1)
+	gw.set("default", "svc-00001", 300, 0)
+	h.ticks(2)
+	srv := &http.Server{Handler: h.s.Handler()}
+	go srv.Serve(h.s.admin)
+	defer srv.Close()
+	get := func(path string) string {
+		resp, err := http.Get("http://" + h.s.AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	m := get("/metrics")
+	for _, want := range []string{
+		`rouse_scaler_desired_instances{namespace="default",revision="svc-00001"} 5`,
+		`rouse_scaler_ready_instances{namespace="default",revision="svc-00001"}`,
+		`rouse_scaler_panic_mode{namespace="default",revision="svc-00001"} 1`,
+		`rouse_scaler_decisions_total{reason="panic"}`,
+		`rouse_scaler_scale_calls_total{direction="up",result="ok"} 1`,
+		`rouse_scaler_tick_duration_seconds_count 2`,
+		`rouse_scaler_excess_burst_capacity{namespace="default",revision="svc-00001"}`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if got := get("/healthz"); !strings.HasPrefix(got, "ok test") {
+		t.Errorf("/healthz: %q", got)
+	}
+	if got := get("/decisions"); !strings.Contains(got, "default/svc-00001") || !strings.Contains(got, "panic") {
+		t.Errorf("/decisions:\n%s", got)
+	}
+	if t.Failed() {
+		t.Log(m)
+	}
+}
+
+func TestJobWatchListsOnChangeAtMostOncePerTick(t *testing.T) {
+	nomad := newFakeNomad()
+	nomad.add(revCfg("svc-00001", nil), 1)
+	s, err := newScaler(Config{Tick: 30 * time.Millisecond, ID: "w"}, nomad, &fakeGateways{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := s.startJobWatch(ctx)
+	stubs, ok := w.jobs(ctx)
+	if !ok || len(stubs) != 1 {
+		t.Fatalf("first listing: %v %v", stubs, ok)
+	}
+	lists := func() int { nomad.mu.Lock(); defer nomad.mu.Unlock(); return nomad.lists }
+	time.Sleep(300 * time.Millisecond) // quiet: the blocking query waits, nothing is re-listed
+	if n := lists(); n > 2 {
+		t.Fatalf("%d listings of an unchanged cluster", n)
+	}
+	nomad.add(revCfg("svc-00002", nil), 1)
+	deadline := time.Now().Add(time.Second)
+	for {
+		if stubs, _ := w.jobs(ctx); len(stubs) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("new job never listed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A cluster that changes all the time is listed at most once per tick.
+	before, start := lists(), time.Now()
+	for time.Since(start) < 300*time.Millisecond {
+		nomad.add(revCfg("svc-x", nil), 1)
+		time.Sleep(time.Millisecond)
+	}
+	if n, max := lists()-before, int(time.Since(start)/(30*time.Millisecond))+2; n > max {
+		t.Fatalf("%d listings in %v, want ≤ %d (one per tick)", n, time.Since(start), max)
+	}
+}

@@ -1,0 +1,245 @@
+package scaler
+
+import (
+	"sync"
+	"time"
+
+	nomadapi "github.com/hashicorp/nomad/api"
+	"go.uber.org/zap"
+
+	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/revmeta"
+	"github.com/rouse-run/rouse/scaler/kpa"
+)
+
+// revKey names a revision the way the gauges do: rouse namespace and revision name.
+type revKey struct{ ns, rev string }
+
+func (k revKey) String() string { return k.ns + "/" + k.rev }
+
+// jobKey names a revision the way Nomad does.
+type jobKey struct{ ns, id string }
+
+// revision is everything the leader knows about one revision job.
+type revision struct {
+	key      revKey
+	job      jobKey
+	cfgIndex uint64 // JobModifyIndex the config was parsed at
+	kpa      *kpa.Revision
+
+	ready      int    // Running allocs of the group, from the job list's summary
+	want       int    // the count we want Nomad at: Decide's "current"
+	nomad      int    // the count Nomad has, as of countIndex
+	countIndex uint64 // JobModifyIndex at which nomad is known; 0 = unknown, fetch it
+	seen       uint64 // the listing generation that last had this job
+
+	// Summed over the gateways that answered this tick.
+	conc, rps float64
+	held      int64
+
+	last    kpa.Decision
+	lastErr string // the last scale error, so each distinct one is logged once
+
+	scaleMu sync.Mutex // one Jobs.Scale in flight per job, the latest want wins
+}
+
+// gatewayCounters remembers a gateway's request counters to derive RPS.
+type gatewayCounters struct {
+	at     time.Time
+	totals map[revKey]uint64
+	seen   uint64
+}
+
+// table is the leader's state. Every method is called with Scaler.mu held.
+type table struct {
+	opts   kpa.Options
+	log    *zap.Logger
+	gen    uint64
+	byJob  map[jobKey]*revision
+	byRev  map[revKey]*revision
+	gws    map[string]*gatewayCounters
+	badCfg map[jobKey]uint64 // meta that failed to parse, by JobModifyIndex: logged once
+}
+
+func newTable(opts kpa.Options, log *zap.Logger) *table {
+	return &table{opts: opts, log: log, byJob: map[jobKey]*revision{}, byRev: map[revKey]*revision{},
+		gws: map[string]*gatewayCounters{}, badCfg: map[jobKey]uint64{}}
+}
+
+// sync brings the table in line with a job listing and returns the revisions whose count
+// must be fetched from Nomad (new, or changed by someone since we last knew).
+func (t *table) sync(stubs []*nomadapi.JobListStub) (needCount []*revision) {
+	t.gen++
+	for _, j := range stubs {
+		if j.Stop || !revmeta.IsRevision(j.Meta) {
+			continue
+		}
+		jk := jobKey{j.Namespace, j.ID}
+		r := t.byJob[jk]
+		if r == nil || j.JobModifyIndex > r.cfgIndex {
+			if t.badCfg[jk] == j.JobModifyIndex {
+				continue
+			}
+			cfg, err := revmeta.FromMeta(j.Meta)
+			if err != nil {
+				t.badCfg[jk] = j.JobModifyIndex
+				t.log.Error("revision job has unusable autoscaling meta; not scaling it",
+					zap.String("namespace", j.Namespace), zap.String("job", j.ID), zap.Error(err))
+				continue
+			}
+			delete(t.badCfg, jk)
+			if cfg.Namespace == "" {
+				cfg.Namespace = j.Namespace
+			}
+			if r == nil {
+				r = &revision{key: revKey{cfg.Namespace, cfg.Revision}, job: jk, kpa: kpa.New(cfg, t.opts)}
+				t.byJob[jk] = r
+				t.byRev[r.key] = r
+			} else {
+				r.kpa.SetConfig(cfg)
+			}
+			r.cfgIndex = j.JobModifyIndex
+		}
+		r.seen = t.gen
+		r.ready = 0
+		if j.JobSummary != nil {
+			r.ready = j.JobSummary.Summary[revmeta.Group].Running
+		}
+		// A listing older than what a Scale answered us is stale, not a change.
+		if r.countIndex == 0 || j.JobModifyIndex > r.countIndex {
+			needCount = append(needCount, r)
+		}
+	}
+	for jk, r := range t.byJob {
+		if r.seen != t.gen {
+			delete(t.byJob, jk)
+			if t.byRev[r.key] == r {
+				delete(t.byRev, r.key)
+			}
+		}
+	}
+	return needCount
+}
+
+// setCount records a count read from Nomad at a JobModifyIndex. A pending intent of ours
+// survives; otherwise the table adopts Nomad's count.
+func (t *table) setCount(r *revision, count int, index uint64) {
+	if r.want == r.nomad || r.countIndex == 0 {
+		r.want = count
+	}
+	r.nomad, r.countIndex = count, index
+}
+
+// observe sums the gateways' reports into per-revision samples. It reports whether there
+// is any data at all and whether it is partial (a gateway did not answer, or a gateway is
+// new so its request rate is not known yet).
+func (t *table) observe(reports []gauges.Report, failed int) (data, partial, rpsPartial bool) {
+	for _, r := range t.byJob {
+		r.conc, r.rps, r.held = 0, 0, 0
+	}
+	for _, rep := range reports {
+		gw := t.gws[rep.Gateway]
+		fresh := gw == nil
+		if fresh {
+			gw = &gatewayCounters{totals: map[revKey]uint64{}}
+			t.gws[rep.Gateway] = gw
+			rpsPartial = true
+		}
+		dt := rep.At.Sub(gw.at).Seconds()
+		for i := range rep.Revisions {
+			v := &rep.Revisions[i]
+			k := revKey{v.Namespace, v.Revision}
+			prev, had := gw.totals[k]
+			gw.totals[k] = v.RequestsTotal
+			r := t.byRev[k]
+			if r == nil {
+				continue
+			}
+			r.conc += float64(v.Concurrency())
+			r.held += v.Held
+			switch {
+			case fresh || dt <= 0:
+			case !had || v.RequestsTotal < prev:
+				// A revision new to this gateway, or a gateway that restarted: its
+				// counter started from zero within the interval.
+				r.rps += float64(v.RequestsTotal) / dt
+			default:
+				r.rps += float64(v.RequestsTotal-prev) / dt
+			}
+		}
+		gw.at = rep.At
+		gw.seen = t.gen
+	}
+	for id, gw := range t.gws {
+		if t.gen-gw.seen > 30 { // gone for a minute: a comeback is a fresh start
+			delete(t.gws, id)
+		}
+	}
+	return len(reports) > 0, failed > 0, rpsPartial || failed > 0
+}
+
+// decide records this tick's samples and returns the revisions whose count changes.
+// Revisions whose Nomad count is unknown are left alone.
+func (t *table) decide(now time.Time, data, partial, rpsPartial bool, counts *[kpa.NumReasons]int) (changed []*revision) {
+	for _, r := range t.byJob {
+		if r.countIndex == 0 {
+			continue
+		}
+		if data {
+			p := partial
+			if r.kpa.Config().Metric == revmeta.MetricRPS {
+				p = rpsPartial
+			}
+			r.kpa.Record(now, kpa.Sample{Concurrency: r.conc, RPS: r.rps, Held: r.held, Partial: p})
+		}
+		d := r.kpa.Decide(now, r.ready, r.want)
+		r.last = d
+		counts[d.Reason]++
+		if d.Desired != r.want {
+			r.want = d.Desired
+			changed = append(changed, r)
+		} else if r.want != r.nomad {
+			changed = append(changed, r) // an earlier intent not applied yet
+		}
+	}
+	return changed
+}
+
+// activate is the fast path: held requests for a revision with no ready instance. It
+// returns the revision when its count must rise now.
+func (t *table) activate(now time.Time, a gauges.Activation) (*revision, int, bool) {
+	r := t.byRev[revKey{a.Namespace, a.Revision}]
+	if r == nil || r.countIndex == 0 {
+		return nil, 0, false
+	}
+	need := r.kpa.Activate(now, a.Held)
+	if r.want >= need {
+		return r, need, false
+	}
+	from := r.want
+	r.want = need
+	return r, from, true
+}
+
+// status is one revision's line in the metrics and /decisions.
+type status struct {
+	key             revKey
+	job             string
+	ready, desired  int
+	panic           bool
+	stable, panicV  float64
+	ebc             float64
+	reason          kpa.Reason
+	target, utilPct float64
+}
+
+func (t *table) snapshot() []status {
+	out := make([]status, 0, len(t.byJob))
+	for _, r := range t.byJob {
+		c := r.kpa.Config()
+		out = append(out, status{key: r.key, job: r.job.id, ready: r.ready, desired: r.want,
+			panic: r.last.Panic, stable: r.last.Stable, panicV: r.last.PanicValue,
+			ebc: r.last.ExcessBurstCapacity, reason: r.last.Reason, target: c.Target, utilPct: c.TargetUtilization * 100})
+	}
+	return out
+}
