@@ -1,0 +1,33 @@
+variable "region" {
+  description = "AWS region to build the cluster in."
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "name" {
+  description = "Name prefix of the cluster's resources."
+  type        = string
+  default     = "rouse"
+}
+
+variable "domain" {
+  description = "Public domain of the services; after apply, point *.<domain> at the gateway_lb_dns_name output."
+  type        = string
+}
+
+variable "rouse_image" {
+  description = "Container image of rouse, pinned by tag or digest."
+  type        = string
+}
+
+variable "nomad_address" {
+  description = "Where Terraform reaches Nomad's API: the APIs are VPC-only, so by default an SSM port forward to a server on localhost (see README)."
+  type        = string
+  default     = "http://127.0.0.1:4646"
+}
+
+variable "consul_address" {
+  description = "Where Terraform reaches Consul's API (host:port), by default an SSM port forward like nomad_address."
+  type        = string
+  default     = "127.0.0.1:8500"
+}

@@ -1,0 +1,544 @@
+// Package terraform_test checks the Terraform modules without a terraform binary (none can
+// be installed here): every HCL file parses and is canonically formatted, every variable
+// is documented and typed, module calls and jobspec renderings pass exactly the inputs
+// that exist, and the cloud-init template renders to configs the pinned agents accept.
+//
+// The module's jobspecs are run for real in modules/rouse (rouse_test).
+package terraform_test
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/typeexpr"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/hashicorp/hcl/v2/hclwrite"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/rouse-run/rouse/internal/agents"
+)
+
+// hclFiles are the files under terraform/ written in HCL native syntax.
+func hclFiles(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".terraform" || strings.HasPrefix(d.Name(), ".")) && p != "." {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(p, ".tf") || strings.HasSuffix(p, ".hcl")) {
+			out = append(out, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) < 10 {
+		t.Fatalf("found only %d HCL files under terraform/: %v", len(out), out)
+	}
+	return out
+}
+
+func parse(t *testing.T, path string) *hclsyntax.Body {
+	t.Helper()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatalf("%s", diags.Error())
+	}
+	return f.Body.(*hclsyntax.Body)
+}
+
+func TestHCLFilesParseAndAreFormatted(t *testing.T) {
+	for _, p := range hclFiles(t) {
+		t.Run(p, func(t *testing.T) {
+			src, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, diags := hclsyntax.ParseConfig(src, p, hcl.InitialPos); diags.HasErrors() {
+				t.Fatalf("does not parse:\n%s", diags.Error())
+			}
+			// hclwrite.Format is what `terraform fmt` applies to the token stream.
+			if formatted := hclwrite.Format(src); !bytes.Equal(formatted, src) {
+				t.Errorf("not formatted (terraform fmt would change it): %s", firstDiff(src, formatted))
+			}
+		})
+	}
+}
+
+// firstDiff names the first line that formatting changes.
+func firstDiff(have, want []byte) string {
+	h, w := strings.Split(string(have), "\n"), strings.Split(string(want), "\n")
+	for i := 0; i < len(h) && i < len(w); i++ {
+		if h[i] != w[i] {
+			return fmt.Sprintf("line %d is\n\t%q\nwant\n\t%q", i+1, h[i], w[i])
+		}
+	}
+	return fmt.Sprintf("%d lines, want %d", len(h), len(w))
+}
+
+func TestTemplatesParse(t *testing.T) {
+	ps, _ := filepath.Glob("modules/*/*/*.tftpl")
+	more, _ := filepath.Glob("modules/*/*.tftpl")
+	ps = append(ps, more...)
+	if len(ps) < 2 {
+		t.Fatalf("templates: %v", ps)
+	}
+	for _, p := range ps {
+		src, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, diags := hclsyntax.ParseTemplate(src, p, hcl.InitialPos); diags.HasErrors() {
+			t.Errorf("%s", diags.Error())
+		}
+	}
+}
+
+// TestVariablesHaveDescriptionAndType covers the .tf inputs and the jobspecs' variables.
+func TestVariablesHaveDescriptionAndType(t *testing.T) {
+	n := 0
+	for _, p := range hclFiles(t) {
+		if !strings.HasSuffix(p, ".tf") && !strings.HasSuffix(p, ".nomad.hcl") {
+			continue
+		}
+		for _, b := range parse(t, p).Blocks {
+			if b.Type != "variable" {
+				continue
+			}
+			n++
+			where := fmt.Sprintf("%s: variable %q", p, b.Labels[0])
+			d, ok := b.Body.Attributes["description"]
+			if !ok {
+				t.Errorf("%s has no description", where)
+			} else if v, diags := d.Expr.Value(nil); diags.HasErrors() || v.Type() != cty.String || len(strings.TrimSpace(v.AsString())) < 10 {
+				t.Errorf("%s: description must be a literal sentence", where)
+			}
+			ty, ok := b.Body.Attributes["type"]
+			if !ok {
+				t.Errorf("%s has no type", where)
+				continue
+			}
+			if _, diags := typeexpr.TypeConstraint(ty.Expr); diags.HasErrors() {
+				t.Errorf("%s: bad type: %s", where, diags.Error())
+			}
+		}
+	}
+	if n < 40 {
+		t.Fatalf("only %d variables found; is the walk broken?", n)
+	}
+}
+
+// module is what the checks need to know about one module directory.
+type module struct {
+	dir       string
+	variables map[string]*hclsyntax.Block
+	bodies    []*hclsyntax.Body
+}
+
+func loadModule(t *testing.T, dir string) *module {
+	t.Helper()
+	m := &module{dir: dir, variables: map[string]*hclsyntax.Block{}}
+	ps, _ := filepath.Glob(filepath.Join(dir, "*.tf"))
+	if len(ps) == 0 {
+		t.Fatalf("no .tf files in %s", dir)
+	}
+	for _, p := range ps {
+		body := parse(t, p)
+		m.bodies = append(m.bodies, body)
+		for _, b := range body.Blocks {
+			if b.Type == "variable" {
+				m.variables[b.Labels[0]] = b
+			}
+		}
+	}
+	return m
+}
+
+func (m *module) blocks(typ string) []*hclsyntax.Block {
+	var out []*hclsyntax.Block
+	for _, body := range m.bodies {
+		for _, b := range body.Blocks {
+			if b.Type == typ {
+				out = append(out, b)
+			}
+		}
+	}
+	return out
+}
+
+func (m *module) locals() map[string]*hclsyntax.Attribute {
+	out := map[string]*hclsyntax.Attribute{}
+	for _, b := range m.blocks("locals") {
+		for n, a := range b.Body.Attributes {
+			out[n] = a
+		}
+	}
+	return out
+}
+
+// references returns the names under root (var, local) that the module's bodies use.
+func (m *module) references(root string) map[string]hcl.Range {
+	out := map[string]hcl.Range{}
+	for _, body := range m.bodies {
+		_ = hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+			if e, ok := n.(*hclsyntax.ScopeTraversalExpr); ok && e.Traversal.RootName() == root && len(e.Traversal) > 1 {
+				if a, ok := e.Traversal[1].(hcl.TraverseAttr); ok {
+					out[a.Name] = e.SrcRange
+				}
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+var modules = []string{"modules/rouse", "modules/cluster-aws", "examples/complete"}
+
+// TestVariablesAreUsedAndDeclared is the part of `terraform validate` that catches typos:
+// every var.x exists, every declared input is used somewhere.
+func TestVariablesAreUsedAndDeclared(t *testing.T) {
+	for _, dir := range modules {
+		m := loadModule(t, dir)
+		refs := m.references("var")
+		for name, rng := range refs {
+			if m.variables[name] == nil {
+				t.Errorf("%s: var.%s is not declared", rng, name)
+			}
+		}
+		for name, b := range m.variables {
+			if _, ok := refs[name]; !ok {
+				t.Errorf("%s: variable %q is never used", b.DefRange(), name)
+			}
+		}
+		locals := m.locals()
+		for name, rng := range m.references("local") {
+			if locals[name] == nil {
+				t.Errorf("%s: local.%s is not defined", rng, name)
+			}
+		}
+	}
+}
+
+// TestModuleCallsMatchInputs checks each module block in the example against the
+// called module's variables: no unknown argument, no missing required one.
+func TestModuleCallsMatchInputs(t *testing.T) {
+	ex := loadModule(t, "examples/complete")
+	calls := ex.blocks("module")
+	if len(calls) != 2 {
+		t.Fatalf("examples/complete calls %d modules, want 2 (cluster and rouse)", len(calls))
+	}
+	for _, call := range calls {
+		src, ok := call.Body.Attributes["source"]
+		if !ok {
+			t.Fatalf("module %q has no source", call.Labels[0])
+		}
+		v, _ := src.Expr.Value(nil)
+		callee := loadModule(t, filepath.Join(ex.dir, v.AsString()))
+		meta := map[string]bool{"source": true, "version": true, "providers": true, "depends_on": true, "count": true, "for_each": true}
+		for name, a := range call.Body.Attributes {
+			if !meta[name] && callee.variables[name] == nil {
+				t.Errorf("%s: module %q has no input %q", a.SrcRange, call.Labels[0], name)
+			}
+		}
+		for name, b := range callee.variables {
+			if _, hasDefault := b.Body.Attributes["default"]; !hasDefault && call.Body.Attributes[name] == nil {
+				t.Errorf("module %q: required input %q is not set", call.Labels[0], name)
+			}
+		}
+	}
+}
+
+// objectKeys collects the keys of an object built from literals, merge() and locals.
+func objectKeys(t *testing.T, e hclsyntax.Expression, locals map[string]*hclsyntax.Attribute) []string {
+	t.Helper()
+	switch e := e.(type) {
+	case *hclsyntax.ObjectConsExpr:
+		var keys []string
+		for _, it := range e.Items {
+			k, diags := it.KeyExpr.Value(nil)
+			if diags.HasErrors() {
+				t.Fatalf("%s: object key is not a literal", it.KeyExpr.Range())
+			}
+			keys = append(keys, k.AsString())
+		}
+		return keys
+	case *hclsyntax.FunctionCallExpr:
+		if e.Name != "merge" {
+			t.Fatalf("%s: cannot follow %s()", e.Range(), e.Name)
+		}
+		var keys []string
+		for _, a := range e.Args {
+			keys = append(keys, objectKeys(t, a, locals)...)
+		}
+		return keys
+	case *hclsyntax.ScopeTraversalExpr:
+		if e.Traversal.RootName() == "local" {
+			name := e.Traversal[1].(hcl.TraverseAttr).Name
+			return objectKeys(t, locals[name].Expr, locals)
+		}
+	}
+	t.Fatalf("%s: cannot list the keys of this expression", e.Range())
+	return nil
+}
+
+// jobspecVariables returns each declared variable of a jobspec and whether it has a default.
+func jobspecVariables(t *testing.T, path string) map[string]bool {
+	out := map[string]bool{}
+	for _, b := range parse(t, path).Blocks {
+		if b.Type == "variable" {
+			_, hasDefault := b.Body.Attributes["default"]
+			out[b.Labels[0]] = hasDefault
+		}
+	}
+	return out
+}
+
+// TestNomadJobVarsMatchJobspecs: nomad_job's hcl2 vars name only variables the jobspec
+// declares (Nomad rejects unknown ones at apply) and give every one without a default.
+func TestNomadJobVarsMatchJobspecs(t *testing.T) {
+	m := loadModule(t, "modules/rouse")
+	locals := m.locals()
+	fileRE := regexp.MustCompile(`^file\("\$\{path\.module\}/([^"]+)"\)$`)
+	jobs := 0
+	for _, r := range m.blocks("resource") {
+		if r.Labels[0] != "nomad_job" {
+			continue
+		}
+		jobs++
+		spec := r.Body.Attributes["jobspec"]
+		src, _ := os.ReadFile(spec.SrcRange.Filename)
+		expr := string(spec.Expr.Range().SliceBytes(src))
+		match := fileRE.FindStringSubmatch(expr)
+		if match == nil {
+			t.Fatalf("%s: jobspec must be file(\"${path.module}/...\"), got %s", spec.SrcRange, expr)
+		}
+		declared := jobspecVariables(t, filepath.Join(m.dir, match[1]))
+		var vars *hclsyntax.Attribute
+		for _, b := range r.Body.Blocks {
+			if b.Type == "hcl2" {
+				vars = b.Body.Attributes["vars"]
+			}
+		}
+		if vars == nil {
+			t.Fatalf("nomad_job.%s has no hcl2 { vars }", r.Labels[1])
+		}
+		given := map[string]bool{}
+		for _, k := range objectKeys(t, vars.Expr, locals) {
+			if _, ok := declared[k]; !ok {
+				t.Errorf("nomad_job.%s passes %q, which %s does not declare", r.Labels[1], k, match[1])
+			}
+			given[k] = true
+		}
+		for name, hasDefault := range declared {
+			if !hasDefault && !given[name] {
+				t.Errorf("nomad_job.%s does not set %q, which %s requires", r.Labels[1], name, match[1])
+			}
+		}
+	}
+	if jobs != 2 {
+		t.Fatalf("found %d nomad_job resources, want 2", jobs)
+	}
+}
+
+// TestCloudInitRendersValidAgentConfigs renders the cloud-init template the way
+// templatefile() does (it is HCL template syntax) for both roles, then has the pinned
+// Consul and Nomad binaries validate the configs it writes, and bash check the script.
+func TestCloudInitRendersValidAgentConfigs(t *testing.T) {
+	m := loadModule(t, "modules/cluster-aws")
+	locals := m.locals()
+	keys := objectKeys(t, locals["node_config_common"].Expr, locals)
+	src, err := os.ReadFile("modules/cluster-aws/templates/cloud-init.yaml.tftpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, diags := hclsyntax.ParseTemplate(src, "cloud-init.yaml.tftpl", hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	bins, err := agents.FindBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{"server", "client"} {
+		t.Run(role, func(t *testing.T) {
+			vars := map[string]cty.Value{}
+			for _, k := range keys {
+				vars[k] = cty.StringVal("sample-" + k)
+			}
+			// Values the agents check for shape.
+			vars["role"] = cty.StringVal(role)
+			vars["consul_gossip"] = cty.StringVal("pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=")
+			vars["nomad_gossip"] = cty.StringVal("pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=")
+			vars["agent_token"] = cty.StringVal("3f0e2f4b-7a31-4cf6-9d1e-6a0e3c4f5b21")
+			vars["consul_mgmt"] = cty.StringVal("9b1d7c55-2d9a-4a5e-8d0b-3c2f1e6a7b80")
+			vars["nomad_bootstrap"] = cty.StringVal("5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9")
+			out, diags := tmpl.Value(&hcl.EvalContext{Variables: vars})
+			if diags.HasErrors() {
+				t.Fatalf("render: %s", diags.Error())
+			}
+			rendered := out.AsString()
+			if !strings.HasPrefix(rendered, "#cloud-config\n") {
+				t.Fatal("rendered user data must start with #cloud-config")
+			}
+			files := writeFiles(t, rendered)
+			for _, want := range []string{"/etc/consul.d/rouse.hcl", "/etc/nomad.d/rouse.hcl", "/etc/consul.d/agent-policy.rules", "/usr/local/sbin/rouse-node-setup"} {
+				if _, ok := files[want]; !ok {
+					t.Fatalf("cloud-init writes no %s; it writes %v", want, sortedKeys(files))
+				}
+			}
+			for p, body := range files {
+				if strings.HasSuffix(p, ".hcl") || strings.HasSuffix(p, ".rules") {
+					if _, diags := hclsyntax.ParseConfig([]byte(body), p, hcl.InitialPos); diags.HasErrors() {
+						t.Errorf("%s does not parse:\n%s\n%s", p, diags.Error(), body)
+					}
+				}
+			}
+			dir := t.TempDir()
+			write := func(name, body string) string {
+				p := filepath.Join(dir, name)
+				if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return p
+			}
+			script := write("setup.sh", files["/usr/local/sbin/rouse-node-setup"])
+			if b, err := exec.Command("bash", "-n", script).CombinedOutput(); err != nil {
+				t.Errorf("bash -n: %v\n%s", err, b)
+			}
+			for _, want := range []string{`"nomad=sample-nomad_version-1"`, `"consul=sample-consul_version-1"`, "apt-mark hold nomad consul"} {
+				if !strings.Contains(files["/usr/local/sbin/rouse-node-setup"], want) {
+					t.Errorf("setup script does not pin versions: missing %s", want)
+				}
+			}
+			consulCfg := write("consul.hcl", files["/etc/consul.d/rouse.hcl"])
+			if b, err := exec.Command(bins.Consul, "validate", "-quiet", consulCfg).CombinedOutput(); err != nil {
+				t.Errorf("consul validate: %v\n%s\n%s", err, b, files["/etc/consul.d/rouse.hcl"])
+			}
+			nomadCfg := write("nomad.hcl", files["/etc/nomad.d/rouse.hcl"])
+			if b, err := exec.Command(bins.Nomad, "config", "validate", nomadCfg).CombinedOutput(); err != nil {
+				t.Errorf("nomad config validate: %v\n%s\n%s", err, b, files["/etc/nomad.d/rouse.hcl"])
+			}
+		})
+	}
+}
+
+// writeFiles extracts cloud-init's write_files entries (path + literal block content)
+// from rendered user data; enough YAML for the one shape the template uses.
+func writeFiles(t *testing.T, userData string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	lines := strings.Split(userData, "\n")
+	path := ""
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		if strings.HasPrefix(l, "  - path: ") {
+			path = strings.TrimPrefix(l, "  - path: ")
+			continue
+		}
+		if path != "" && l == "    content: |" {
+			var body []string
+			for i+1 < len(lines) && (strings.HasPrefix(lines[i+1], "      ") || lines[i+1] == "") {
+				i++
+				body = append(body, strings.TrimPrefix(lines[i], "      "))
+			}
+			files[path] = strings.TrimRight(strings.Join(body, "\n"), "\n") + "\n"
+			path = ""
+		}
+	}
+	if len(files) == 0 {
+		t.Fatalf("no write_files found in:\n%s", userData)
+	}
+	return files
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestScalerNomadPolicyRenders: the template yields one namespace rule per managed
+// namespace and nothing broader.
+func TestScalerNomadPolicyRenders(t *testing.T) {
+	src, err := os.ReadFile("modules/rouse/policies/scaler.nomad.hcl.tftpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, diags := hclsyntax.ParseTemplate(src, "scaler.nomad.hcl.tftpl", hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	out, diags := tmpl.Value(&hcl.EvalContext{Variables: map[string]cty.Value{
+		"namespaces": cty.ListVal([]cty.Value{cty.StringVal("default"), cty.StringVal("apps")}),
+	}})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	f, diags := hclsyntax.ParseConfig([]byte(out.AsString()), "rendered", hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatalf("%s\n%s", diags.Error(), out.AsString())
+	}
+	var got []string
+	for _, b := range f.Body.(*hclsyntax.Body).Blocks {
+		caps, _ := b.Body.Attributes["capabilities"].Expr.Value(nil)
+		got = append(got, fmt.Sprintf("%s %s %s", b.Type, b.Labels, caps.GoString()))
+	}
+	want := []string{
+		`namespace [default] cty.TupleVal([]cty.Value{cty.StringVal("list-jobs"), cty.StringVal("read-job"), cty.StringVal("scale-job")})`,
+		`namespace [apps] cty.TupleVal([]cty.Value{cty.StringVal("list-jobs"), cty.StringVal("read-job"), cty.StringVal("scale-job")})`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("rendered policy:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestREADMEsListEveryInputAndOutput keeps the documented tables in step with the code.
+func TestREADMEsListEveryInputAndOutput(t *testing.T) {
+	docs := map[string][]string{
+		"modules/rouse":       {"modules/rouse/README.md", "README.md"},
+		"modules/cluster-aws": {"modules/cluster-aws/README.md"},
+		"examples/complete":   {"examples/complete/README.md"},
+	}
+	for dir, readmes := range docs {
+		m := loadModule(t, dir)
+		var names []string
+		for name := range m.variables {
+			names = append(names, name)
+		}
+		for _, o := range m.blocks("output") {
+			names = append(names, o.Labels[0])
+		}
+		for _, readme := range readmes {
+			b, err := os.ReadFile(readme)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range names {
+				if !bytes.Contains(b, []byte("| `"+name+"` |")) {
+					t.Errorf("%s has no table row for %s's `%s`", readme, dir, name)
+				}
+			}
+		}
+	}
+}
