@@ -142,8 +142,13 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 				Name:      rev,
 				Provider:  "consul",
 				PortLabel: revmeta.PortLabel,
-				Tags:      []string{revmeta.TagRouse, revmeta.TagServicePrefix + s.Name},
-				Checks:    []nomadapi.ServiceCheck{readiness},
+				// The namespace tag lets the gateway tell same-named revisions of two
+				// namespaces apart; the readiness path in meta lets it probe an instance the
+				// moment it registers (Consul's API does not return a check's URL, and meta
+				// keys may not contain dots).
+				Tags:   []string{revmeta.TagRouse, revmeta.TagServicePrefix + s.Name, revmeta.TagNamespacePrefix + s.Namespace},
+				Meta:   readinessMeta(s),
+				Checks: []nomadapi.ServiceCheck{readiness},
 			}},
 			Tasks: []*nomadapi.Task{{
 				Name:   revmeta.Task,
@@ -215,4 +220,12 @@ func optional(v int) *int {
 		return nil
 	}
 	return &v
+}
+
+// readinessMeta is the Consul service meta the gateway probes waking instances with.
+func readinessMeta(s *Spec) map[string]string {
+	if s.Readiness.Type == "tcp" {
+		return nil
+	}
+	return map[string]string{revmeta.MetaReadinessPath: s.Readiness.Path}
 }

@@ -216,7 +216,8 @@ func TestCompile(t *testing.T) {
 	}
 	svc := tg.Services[0]
 	if svc.Name != "c-00012" || svc.Provider != "consul" || svc.PortLabel != revmeta.PortLabel ||
-		!reflect.DeepEqual(svc.Tags, []string{"rouse", "rouse.service=c"}) {
+		!reflect.DeepEqual(svc.Tags, []string{"rouse", "rouse.service=c", "rouse.namespace=default"}) ||
+		svc.Meta[revmeta.MetaReadinessPath] != "/" {
 		t.Errorf("service %+v", svc)
 	}
 	if c := svc.Checks[0]; c.Type != "http" || c.Path != "/" || c.Interval != time.Second || c.Timeout != time.Second {

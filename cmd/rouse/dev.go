@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -15,6 +16,7 @@ import (
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/internal/agents"
 	"github.com/rouse-run/rouse/internal/devenv"
+	"github.com/rouse-run/rouse/internal/store"
 	"github.com/rouse-run/rouse/jobspec"
 	"github.com/rouse-run/rouse/scaler"
 )
@@ -103,12 +105,14 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 	urlDomain := o.Domain + ":" + publicPort
 	fmt.Fprintf(o.Stdout, "rouse dev: gateway and scaler logs in %s\n", logPath)
 
+	var gwi *gateway.Gateway
 	gw := devenv.Daemon{Name: "gateway", Start: func(ctx context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
 		g, err := gateway.New(gateway.Config{PublicAddr: d.listen, AdminAddr: d.adminListen, Domain: o.Domain,
 			Consul: p.Consul, Logger: logger.Named("gateway"), Register: true, ID: "dev"})
 		if err != nil {
 			return nil, nil, err
 		}
+		gwi = g
 		return g.Run, map[string]string{"public": "http://" + g.PublicAddr(), "admin": "http://" + g.AdminAddr()}, nil
 	}}
 	sc := devenv.Daemon{Name: "scaler", Start: func(ctx context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
@@ -135,6 +139,11 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 				return nil, err
 			}
 			host := spec.Name + "." + spec.Namespace + "." + o.Domain
+			// "ready" must mean the curl line works: wait until the gateway's table has
+			// caught up with the route apply wrote.
+			if err := waitRouted(ctx, gwi, host, res.Route); err != nil {
+				return nil, err
+			}
 			hints = append(hints, fmt.Sprintf("curl -H 'Host: %s' http://%s/    # or: curl %s", host, d.listen, res.URL))
 		}
 		hints = append(hints, "rouse list", "rouse apply -f examples/autoscale/service.hcl -var bin=$PWD/bin")
@@ -144,4 +153,32 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 		Dir: d.dir, ConsulPort: d.consulPort, NomadPort: d.nomadPort,
 		Daemons: []devenv.Daemon{gw, sc}, Deploy: deploy, Out: o.Stdout, Logger: logger,
 	})
+}
+
+// waitRouted waits (bounded) until the gateway serves host with exactly the route's revisions.
+func waitRouted(ctx context.Context, g *gateway.Gateway, host string, want []store.RouteTarget) error {
+	wanted := map[string]bool{}
+	for _, t := range want {
+		if t.Percent > 0 {
+			wanted[t.Revision] = true
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if r := g.Table().Lookup([]byte(host)); r != nil && len(r.Targets) == len(wanted) {
+			ok := true
+			for _, t := range r.Targets {
+				ok = ok && wanted[t.Revision]
+			}
+			if ok {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the gateway did not pick up the route of %s within 30s: %w", host, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

@@ -67,7 +67,17 @@ func TestDevUpAndSIGTERM(t *testing.T) {
 		close(lines)
 		exited <- cmd.Wait()
 	}()
-	defer func() { _ = cmd.Process.Kill() }()
+	// However the test ends, stop rouse dev the way a user does, so it cleans up.
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(90 * time.Second):
+				_ = cmd.Process.Kill()
+			}
+		}
+	}()
 
 	var out strings.Builder
 	var pids []int
@@ -126,6 +136,7 @@ ready:
 	}()
 	select {
 	case err := <-exited:
+		exited <- err // for the deferred teardown
 		if err != nil {
 			t.Fatalf("rouse dev after SIGTERM: %v\nstderr:\n%s", err, stderr.String())
 		}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // reap is the safety net after a Nomad agent has exited: it ends the task helpers
@@ -60,4 +61,32 @@ func reap(dataDir string) {
 			}
 		}
 	}
+}
+
+// ReapStale cleans up after runs that died without stopping (a test binary killed by its
+// timeout skips every deferred Stop): for each directory matching pattern that is older
+// than minAge and that no live Nomad agent uses (no process names its nomad.hcl), it ends
+// the processes naming the directory, unmounts what Nomad mounted there, and removes it.
+// minAge keeps it off a directory another run has just created and not yet started in.
+func ReapStale(pattern string, minAge time.Duration) {
+	dirs, _ := filepath.Glob(pattern)
+	for _, dir := range dirs {
+		st, err := os.Stat(dir)
+		if err != nil || !st.IsDir() || time.Since(st.ModTime()) < minAge || inUse(filepath.Join(dir, "nomad.hcl")) {
+			continue
+		}
+		reap(dir)
+		_ = os.RemoveAll(dir)
+	}
+}
+
+// inUse reports whether a live process has path on its command line.
+func inUse(path string) bool {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(path)) {
+			return true
+		}
+	}
+	return false
 }

@@ -19,6 +19,11 @@ const (
 	TagRouse = "rouse"
 	// TagServicePrefix + service name is the second tag ("rouse.service=hello").
 	TagServicePrefix = "rouse.service="
+	// TagNamespacePrefix + namespace is the third ("rouse.namespace=default").
+	TagNamespacePrefix = "rouse.namespace="
+	// MetaReadinessPath is the Consul service meta key holding the HTTP readiness path
+	// (Consul meta keys allow only [A-Za-z0-9_-]).
+	MetaReadinessPath = "rouse_readiness_path"
 )
 
 // Job meta keys.

@@ -51,6 +51,7 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testcluster: %w", err)
 	}
+	agents.ReapStale(filepath.Join(os.TempDir(), "rouse-testcluster-*"), 10*time.Minute)
 	dir, err := os.MkdirTemp("", "rouse-testcluster-")
 	if err != nil {
 		return nil, err

@@ -170,8 +170,11 @@ func TestRevisionServes(t *testing.T) {
 	entries := waitPassing(t, rev, 1)
 	e := entries[0]
 	tags := strings.Join(e.Service.Tags, ",")
-	if tags != revmeta.TagRouse+","+revmeta.TagServicePrefix+"hello" {
+	if tags != revmeta.TagRouse+","+revmeta.TagServicePrefix+"hello,"+revmeta.TagNamespacePrefix+"default" {
 		t.Errorf("tags %s", tags)
+	}
+	if got := e.Service.Meta[revmeta.MetaReadinessPath]; got != "/healthz" {
+		t.Errorf("service meta %s = %q, want the readiness path", revmeta.MetaReadinessPath, got)
 	}
 	url := fmt.Sprintf("http://%s:%d/", serviceAddr(e), e.Service.Port)
 	resp, err := http.Get(url)

@@ -1,0 +1,159 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/rouse-run/rouse/gateway/clock"
+)
+
+// Config is everything a gateway needs. Zero values take the defaults documented on each
+// field.
+type Config struct {
+	// PublicAddr is where clients connect (default ":8080"; ":0" picks a free port).
+	PublicAddr string
+	// AdminAddr serves /gauges, /activations, /metrics, /healthz and /routes (default
+	// "127.0.0.1:9090": loopback, so only what runs on this host can read it). Scalers on
+	// other hosts need it on a reachable address.
+	AdminAddr string
+	// Domain is the public domain: <svc>.<ns>.<Domain> (default "localhost").
+	Domain string
+
+	// Consul is the client for the routes (KV) and the endpoints (health). Required.
+	Consul *consulapi.Client
+	// Logger gets the gateway's own logs (default: none).
+	Logger *zap.Logger
+	// AccessLog gets one JSON line per request (default: Logger named "access"; pass
+	// zap.NewNop() to turn it off).
+	AccessLog *zap.Logger
+	// Clock is the time source (default: the wall clock).
+	Clock clock.Clock
+	// Registry receives the gateway's Prometheus metrics (default: a new registry with the
+	// Go and process collectors), served on the admin /metrics.
+	Registry *prometheus.Registry
+
+	// ID names this gateway in gauges and in Consul (default "<hostname>-<public port>").
+	ID string
+	// Register registers the gateway in Consul as service "rouse-gateway" at the admin
+	// listener's address, with an HTTP check on /healthz, so scalers find it and gateways
+	// count each other to share per-instance limits. Deregistered on shutdown.
+	Register bool
+
+	// ActivationTimeout bounds how long a request is held for a revision with no ready
+	// instance (default 60s; never more than the revision's own timeout).
+	ActivationTimeout time.Duration
+	// MaxHeld bounds, per revision, the requests held while it has no ready instance, and
+	// the queue of a revision whose target burst capacity is -1 (default 1000).
+	MaxHeld int
+	// DrainTimeout bounds the wait for in-flight requests after Run's context ends
+	// (default 30s).
+	DrainTimeout time.Duration
+
+	// MaxHeaderBytes bounds the request line plus headers (default 32 KiB); more gets 431.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds a request body (default 4 GiB, negative = unbounded); more gets
+	// 413. Bodies stream: a large body is never held in memory.
+	MaxBodyBytes int64
+	// ReadTimeout bounds reading a request's headers, and each pause while reading its
+	// body (default 10s) — slow clients cannot hold connections.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each pause while writing a response to a client (default 60s).
+	WriteTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle that long (default 90s).
+	IdleTimeout time.Duration
+	// MaxConns bounds concurrent client connections (default 100 000).
+	MaxConns int
+	// TrustForwarded keeps X-Forwarded-Proto/-Host a client sent (set it when a trusted
+	// proxy or load balancer sits in front); by default the gateway sets them itself.
+	TrustForwarded bool
+}
+
+const (
+	defaultPublicAddr        = ":8080"
+	defaultAdminAddr         = "127.0.0.1:9090"
+	defaultDomain            = "localhost"
+	defaultActivationTimeout = 60 * time.Second
+	defaultMaxHeld           = 1000
+	defaultDrainTimeout      = 30 * time.Second
+	defaultMaxHeaderBytes    = 32 << 10
+	defaultMaxBodyBytes      = 4 << 30
+	defaultReadTimeout       = 10 * time.Second
+	defaultWriteTimeout      = 60 * time.Second
+	defaultIdleTimeout       = 90 * time.Second
+	defaultMaxConns          = 100000
+)
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Consul == nil {
+		return c, errors.New("gateway: Config.Consul is required")
+	}
+	if c.PublicAddr == "" {
+		c.PublicAddr = defaultPublicAddr
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = defaultAdminAddr
+	}
+	c.Domain = strings.ToLower(strings.Trim(c.Domain, "."))
+	if c.Domain == "" {
+		c.Domain = defaultDomain
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.AccessLog == nil {
+		c.AccessLog = c.Logger.Named("access")
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.ActivationTimeout <= 0 {
+		c.ActivationTimeout = defaultActivationTimeout
+	}
+	if c.MaxHeld <= 0 {
+		c.MaxHeld = defaultMaxHeld
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = defaultDrainTimeout
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = defaultMaxHeaderBytes
+	}
+	if c.MaxHeaderBytes < 1024 {
+		return c, fmt.Errorf("gateway: MaxHeaderBytes %d is below 1 KiB", c.MaxHeaderBytes)
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = defaultMaxBodyBytes
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = defaultReadTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = defaultWriteTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = defaultIdleTimeout
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = defaultMaxConns
+	}
+	return c, nil
+}
+
+func defaultID(publicAddr net.Addr) string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "gateway"
+	}
+	if ta, ok := publicAddr.(*net.TCPAddr); ok {
+		return fmt.Sprintf("%s-%d", host, ta.Port)
+	}
+	return host
+}

@@ -1,0 +1,133 @@
+package gateway
+
+import (
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/rouse-run/rouse/gateway/balance"
+)
+
+// Probing schedule for a registered-but-not-yet-passing instance of a revision with
+// waiting requests: fast at first (an app answers ~150 ms after scale-up, its Consul
+// check may pass only after ~900 ms), then slower for an app that is slow to start.
+const (
+	probeFast       = 5 * time.Millisecond
+	probeFastFor    = 3 * time.Second
+	probeSlow       = 100 * time.Millisecond
+	probeTimeout    = time.Second
+	probeDefaultURI = "/"
+)
+
+// maybeProbeLocked starts the prober when there are candidates and requests waiting.
+// Requests that get queued call maybeProbe too, so the two always meet.
+func (r *revision) maybeProbeLocked() {
+	if r.probing || r.retired || len(r.candidates) == 0 {
+		return
+	}
+	if _, waiting, _ := r.pool.Stats(); waiting == 0 {
+		return
+	}
+	r.probing = true
+	go r.probeLoop()
+}
+
+func (r *revision) maybeProbe() {
+	r.mu.Lock()
+	r.maybeProbeLocked()
+	r.mu.Unlock()
+}
+
+// probeLoop probes the candidates until one answers (it becomes routable and the pool
+// releases the waiters), none is left, or nobody waits any more.
+func (r *revision) probeLoop() {
+	start := r.g.clk.Now()
+	for {
+		r.mu.Lock()
+		cands := append([]*balance.Instance[*backend](nil), r.candidates...)
+		_, waiting, _ := r.pool.Stats()
+		if len(cands) == 0 || waiting == 0 || r.retired || r.g.bgCtx.Err() != nil {
+			r.probing = false
+			r.mu.Unlock()
+			return
+		}
+		paths := make([]string, len(cands))
+		for i, c := range cands {
+			paths[i] = c.Backend.probePath
+		}
+		r.mu.Unlock()
+
+		var wg sync.WaitGroup
+		var okMu sync.Mutex
+		var ok []*backend
+		for i, c := range cands {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if r.g.probe(c.Backend, paths[i]) {
+					okMu.Lock()
+					ok = append(ok, c.Backend)
+					okMu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(ok) > 0 {
+			for _, b := range ok {
+				b.probedOK.Store(true)
+				r.g.metrics.probes.WithLabelValues("ready").Inc()
+				r.g.log.Info("instance answered the gateway's readiness probe; routing to it before its Consul check passes",
+					zap.String("revision", r.key), zap.String("instance", b.addr), zap.Duration("probing_for", r.g.clk.Now().Sub(start)))
+			}
+			r.mu.Lock()
+			r.recomputeLocked() // may start a new loop for the remaining candidates
+			r.probing = false
+			r.maybeProbeLocked()
+			r.mu.Unlock()
+			return
+		}
+		r.g.metrics.probes.WithLabelValues("not_ready").Add(float64(len(cands)))
+		wait := probeFast
+		if r.g.clk.Now().Sub(start) > probeFastFor {
+			wait = probeSlow
+		}
+		t := r.g.clk.NewTimer(wait)
+		select {
+		case <-t.C():
+		case <-r.g.drainHard:
+			t.Stop()
+		}
+	}
+}
+
+// probe asks an instance for its readiness path (what Consul's HTTP check asks) and
+// accepts a 2xx; with no HTTP check known it accepts a TCP connection.
+func (g *Gateway) probe(b *backend, path string) bool {
+	if path == "" {
+		c, err := net.DialTimeout("tcp", b.addr, probeTimeout)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(path)
+	req.Header.SetHost(b.addr)
+	req.Header.Set("User-Agent", "rouse-gateway-probe")
+	if err := b.hc.DoTimeout(req, resp, probeTimeout); err != nil {
+		return false
+	}
+	if s := resp.BodyStream(); s != nil { // read it so the connection can serve requests next
+		_, _ = io.Copy(io.Discard, io.LimitReader(s, 64<<10))
+		_ = resp.CloseBodyStream()
+	}
+	return resp.StatusCode() >= 200 && resp.StatusCode() < 300
+}
