@@ -24,7 +24,9 @@ type ApplyOptions struct {
 	// route only ever points at revisions that proved ready. Applying the same spec again
 	// picks the revision up, waits for it and routes.
 	Detach bool
-	Keep   int // revisions without traffic to keep; negative = no GC
+	// Keep is how many revisions without traffic survive GC; negative = no GC. The zero
+	// value keeps none, so callers that mean "the usual" pass DefaultKeep.
+	Keep int
 	// Progress receives the steps as they happen (may be nil).
 	Progress func(Event)
 }

@@ -133,7 +133,7 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 			}
 			fmt.Fprintf(o.Stdout, "rouse dev: applying %s\n", d.examples[i])
 			prog := newProgress(o.Stdout, false)
-			res, err := c.Apply(ctx, control.ApplyOptions{Spec: spec, Source: sources[i], Progress: prog.event})
+			res, err := c.Apply(ctx, control.ApplyOptions{Spec: spec, Source: sources[i], Keep: control.DefaultKeep, Progress: prog.event})
 			prog.close(err == nil)
 			if err != nil {
 				return nil, err

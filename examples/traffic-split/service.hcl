@@ -1,6 +1,6 @@
 # examples/traffic-split — one service, two revisions: blue (the first apply) and green
 # (apply again with -var color=green). Traffic stays on blue until you move it:
-#   rouse traffic split blue=50 green=50     (tags name revisions too)
+#   rouse traffic split split-blue=50 split-green=50
 variable "bin" {
   description = "Absolute path of the folder holding the built hello binary."
   type        = string
