@@ -126,7 +126,12 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 	deploy := func(ctx context.Context, p devenv.Platform) ([]string, error) {
 		c := control.New(control.Config{Nomad: p.Nomad, Consul: p.Consul, NomadAddr: p.NomadAddr,
 			ConsulAddr: "http://" + p.ConsulAddr, Domain: urlDomain})
-		hints := []string{}
+		// The CLI in the other terminal needs the dev domain (its port) to print working URLs.
+		hint := "export ROUSE_DOMAIN=" + urlDomain
+		if exe, err := os.Executable(); err == nil {
+			hint += " PATH=" + filepath.Dir(exe) + ":$PATH"
+		}
+		hints := []string{hint}
 		for i, spec := range specs {
 			if spec.Namespace == "" {
 				spec.Namespace = o.Namespace

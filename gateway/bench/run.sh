@@ -13,7 +13,8 @@
 # Env: ROUNDS (3), DURATION (10s), CONNS (50), WRK_THREADS (1), ACCESS_LOG (off|file:
 # with file, rouse writes its buffered JSON access log and nginx its buffered combined
 # log, so both pay for logging), GATEWAY_GOMAXPROCS (unset = Go's default, all cores;
-# 1 = the single core nginx's one worker gets), KEEP (keep the work dir).
+# 1 = the single core nginx's one worker gets), GATEWAY_ARGS (extra gatewayd flags, e.g.
+# -cpuprofile /tmp/gw.prof), KEEP (keep the work dir).
 # Needs: go, wrk, nginx, consul (bin/ or PATH), python3 (free ports).
 set -euo pipefail
 
@@ -75,7 +76,7 @@ curl -sf -X PUT "$C/v1/kv/rouse/services/default/bench" -d \
 access=off
 [ "$ACCESS_LOG" = file ] && access="$work/access.log"
 GOMAXPROCS=${GATEWAY_GOMAXPROCS:-} "$work/gatewayd" -consul "127.0.0.1:$p_http" -public "127.0.0.1:$p_public" -admin "127.0.0.1:$p_admin" \
-  -access-log "$access" >"$work/gateway.log" 2>&1 &
+  -access-log "$access" ${GATEWAY_ARGS:-} >"$work/gateway.log" 2>&1 &
 gw_pid=$!
 pids+=($gw_pid)
 

@@ -126,8 +126,10 @@ func start(name, bin, logFile string, args ...string) (*Process, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
-	// The agent dies with us even if we are killed: no agent is left behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// The agent dies with us even if we are killed: no agent is left behind. Its own
+	// process group keeps a terminal's Ctrl-C away from it, so the agent is still up
+	// while we stop its jobs and let its client clean up the allocations.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)

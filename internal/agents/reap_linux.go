@@ -40,6 +40,10 @@ func reap(dataDir string) {
 		}
 		if cmd, err := os.ReadFile(p + "/cmdline"); err == nil && bytes.Contains(cmd, []byte(dataDir+"/")) {
 			ours = append(ours, pid)
+		} else if HoldsPath(pid, dataDir) {
+			// logmon's command line is just "nomad logmon"; the task's log files it
+			// holds open under the data dir are what make it ours.
+			ours = append(ours, pid)
 		}
 	}
 	var kill func(pid int)
@@ -61,6 +65,37 @@ func reap(dataDir string) {
 			}
 		}
 	}
+}
+
+// HoldsPath reports whether process pid has its working directory or an open file under
+// dir. A process of another user that cannot be inspected reports false.
+func HoldsPath(pid int, dir string) bool {
+	base := "/proc/" + strconv.Itoa(pid)
+	under := func(link string) bool {
+		t, err := os.Readlink(link)
+		return err == nil && strings.HasPrefix(t, dir+"/")
+	}
+	if under(base + "/cwd") {
+		return true
+	}
+	fds, _ := os.ReadDir(base + "/fd")
+	for _, fd := range fds {
+		if under(base + "/fd/" + fd.Name()) {
+			return true
+		}
+	}
+	return false
+}
+
+// ReapDir cleans up what a dead rouse dev or test run left under dir (task helpers,
+// Nomad's mounts) so the dir can be removed. It reports false, and touches nothing, when
+// a live Nomad agent uses dir.
+func ReapDir(dir string) bool {
+	if inUse(filepath.Join(dir, "nomad.hcl")) {
+		return false
+	}
+	reap(dir)
+	return true
 }
 
 // ReapStale cleans up after runs that died without stopping (a test binary killed by its

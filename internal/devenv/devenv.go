@@ -74,7 +74,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	// Old agent state would resurrect old jobs: every dev run starts clean.
+	// Old agent state would resurrect old jobs: every dev run starts clean, after ending
+	// whatever a killed run left mounted or running there.
+	if !agents.ReapDir(dir) {
+		return fmt.Errorf("%s is in use by a running Nomad agent (another rouse dev?); stop it or pass --dir", dir)
+	}
 	if err := os.RemoveAll(filepath.Join(dir, "nomad-data")); err != nil {
 		return fmt.Errorf("clean %s: %w", dir, err)
 	}
