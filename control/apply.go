@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	nomadapi "github.com/hashicorp/nomad/api"
 
+	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/internal/store"
 	"github.com/rouse-run/rouse/jobspec"
 )
@@ -110,7 +111,7 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 			if err != nil {
 				return nil, err
 			}
-			cur.Traffic, cur.Route, cur.UpdatedAt = slices.Clone(s.Traffic), route, time.Now().UTC()
+			cur.Traffic, cur.Route, cur.UpdatedAt = slices.Clone(s.Traffic), route, c.now().UTC()
 			return cur, nil
 		})
 		if err != nil {
@@ -179,7 +180,7 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 		if err != nil {
 			return nil, err
 		}
-		cur.Traffic, cur.Route, cur.UpdatedAt = slices.Clone(s.Traffic), route, time.Now().UTC()
+		cur.Traffic, cur.Route, cur.UpdatedAt = slices.Clone(s.Traffic), route, c.now().UTC()
 		return cur, nil
 	})
 	if err != nil {
@@ -292,7 +293,7 @@ func (c *Client) createRevision(ctx context.Context, o ApplyOptions, jobs map[st
 				cur = &store.Service{}
 			}
 			cur.Generation = max(cur.Generation, floor) + 1
-			cur.UpdatedAt = time.Now().UTC()
+			cur.UpdatedAt = c.now().UTC()
 			return cur, nil
 		})
 		if err != nil {
@@ -322,6 +323,7 @@ func (c *Client) createRevision(ctx context.Context, o ApplyOptions, jobs map[st
 		if tg := job.TaskGroups[0]; tg.Count == nil || *tg.Count < 1 {
 			tg.Count = ptr(1)
 		}
+		job.Meta[revmeta.KeyCreated] = c.now().UTC().Format(time.RFC3339)
 		if err := c.store.PutRevision(ctx, cfg); err != nil {
 			return "", 0, nil, "", c.consulErr(err, "key:write", store.RevisionKey(ns, rev))
 		}

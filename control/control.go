@@ -35,6 +35,8 @@ type Config struct {
 	// Domain is the public domain: URLs are http://<svc>.<ns>.<domain>. It may carry a
 	// port ("localhost:8080").
 	Domain string
+	// Now is the clock (time stamps in records, wait deadlines); nil = time.Now.
+	Now func() time.Time
 }
 
 // Client runs control-plane operations. It is safe for concurrent use.
@@ -47,12 +49,16 @@ type Client struct {
 	domain                  string
 	probe                   *http.Client
 	poll                    time.Duration
+	now                     func() time.Time
 }
 
 // New returns a Client.
 func New(cfg Config) *Client {
 	if cfg.Domain == "" {
 		cfg.Domain = "localhost"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Client{
 		nomad: cfg.Nomad, consul: cfg.Consul, store: store.New(cfg.Consul),
@@ -64,6 +70,7 @@ func New(cfg Config) *Client {
 		probe: &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		poll: 200 * time.Millisecond,
+		now:  cfg.Now,
 	}
 }
 
@@ -109,7 +116,7 @@ type revJob struct {
 	SpecHash   string
 	Stopped    bool // stopped jobs are revisions that failed (or were stopped by hand)
 	Status     string
-	Submitted  time.Time
+	Created    time.Time
 }
 
 func (c *Client) qo(ctx context.Context, ns string) *nomadapi.QueryOptions {
@@ -138,9 +145,13 @@ func (c *Client) revisionJobs(ctx context.Context, ns, svc string) (map[string]*
 			continue
 		}
 		gen, _ := strconv.Atoi(s.Meta[revmeta.KeyGeneration])
+		created, err := time.Parse(time.RFC3339, s.Meta[revmeta.KeyCreated])
+		if err != nil { // a revision registered before rouse stamped it
+			created = time.Unix(0, s.SubmitTime)
+		}
 		out[s.ID] = &revJob{
 			Name: s.ID, Generation: gen, SpecHash: s.Meta[revmeta.KeySpecHash],
-			Stopped: s.Stop, Status: s.Status, Submitted: time.Unix(0, s.SubmitTime),
+			Stopped: s.Stop, Status: s.Status, Created: created,
 		}
 	}
 	return out, nil

@@ -65,7 +65,7 @@ func (c *Client) Delete(ctx context.Context, ns, svc string, wait time.Duration,
 	}
 
 	emit(progress, StageWait, "", "Waiting for instances to stop…")
-	deadline := time.Now().Add(wait)
+	deadline := c.now().Add(wait)
 	for left := slices.Clone(revs); len(left) > 0; {
 		var still []string
 		for _, rev := range left {
@@ -81,7 +81,7 @@ func (c *Client) Delete(ctx context.Context, ns, svc string, wait time.Duration,
 		if len(left) == 0 {
 			break
 		}
-		if time.Now().After(deadline) {
+		if c.now().After(deadline) {
 			res.Warnings = append(res.Warnings, "Consul still lists instances of "+strings.Join(left, ", ")+"; Nomad is stopping them")
 			break
 		}

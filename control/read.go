@@ -146,7 +146,7 @@ func (c *Client) revisionInfos(ctx context.Context, ns string, rec *store.Servic
 	}
 	out := []RevisionInfo{}
 	for _, j := range byGeneration(jobs) {
-		ri := RevisionInfo{Name: j.Name, Generation: j.Generation, SpecHash: j.SpecHash, Created: j.Submitted,
+		ri := RevisionInfo{Name: j.Name, Generation: j.Generation, SpecHash: j.SpecHash, Created: j.Created,
 			Latest: j.Name == rec.Latest, LatestReady: j.Name == rec.LatestReady}
 		for _, r := range rec.Route {
 			if r.Revision == j.Name {

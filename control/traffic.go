@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/rouse-run/rouse/internal/store"
 )
@@ -54,7 +53,7 @@ func (c *Client) SetTraffic(ctx context.Context, ns, svc string, u TrafficUpdate
 		if err != nil {
 			return nil, err
 		}
-		cur.Traffic, cur.Route, cur.UpdatedAt = traffic, route, time.Now().UTC()
+		cur.Traffic, cur.Route, cur.UpdatedAt = traffic, route, c.now().UTC()
 		return cur, nil
 	})
 	if err != nil {
@@ -133,7 +132,7 @@ func (c *Client) Rollback(ctx context.Context, ns, svc, rev string) (*RollbackRe
 		if err != nil {
 			return nil, err
 		}
-		cur.Traffic, cur.Route, cur.UpdatedAt = traffic, route, time.Now().UTC()
+		cur.Traffic, cur.Route, cur.UpdatedAt = traffic, route, c.now().UTC()
 		return cur, nil
 	})
 	if err != nil {

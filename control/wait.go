@@ -56,7 +56,7 @@ var fatalEvents = []string{
 // Consul check, for callers that cannot reach the instances' network), an instance fails,
 // or wait passes. Failures are *RevisionFailedError; a cancelled ctx is ctx.Err().
 func (c *Client) waitReady(ctx context.Context, ns, rev, evalID string, probe readiness, wait time.Duration, progress func(Event)) error {
-	deadline := time.Now().Add(wait)
+	deadline := c.now().Add(wait)
 	addrs := map[string]string{} // alloc ID → host:port of its http port
 	last := "no instance placed yet"
 	lastShown := ""
@@ -106,7 +106,7 @@ func (c *Client) waitReady(ctx context.Context, ns, rev, evalID string, probe re
 			emit(progress, StageStatus, rev, "%s", last)
 			lastShown = last
 		}
-		if time.Now().After(deadline) {
+		if c.now().After(deadline) {
 			f := &RevisionFailedError{Revision: rev, Reason: fmt.Sprintf("not ready within %s: %s", wait, last)}
 			if len(allocs) > 0 {
 				f.Events = eventLines(allocs[0])

@@ -263,6 +263,15 @@ func TestLifecycle(t *testing.T) {
 	if len(revs) != 2 || revs[1].Tags[0] != "stable" {
 		t.Fatalf("revisions: %+v", revs)
 	}
+	// A revision's age is its registration, not its last Jobs.Scale (which moves
+	// Nomad's SubmitTime).
+	if _, _, err := cluster.Nomad.Jobs().Scale("life-00001", "app", ptrInt(2), "test", false, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	after := decode[[]control.RevisionInfo](t, mustRouse(t, "revisions", "life", "-o", "json"))
+	if !after[1].Created.Equal(revs[1].Created) || revs[1].Created.IsZero() {
+		t.Fatalf("scaling moved the revision's creation time: %v → %v", revs[1].Created, after[1].Created)
+	}
 	list := decode[[]control.ServiceSummary](t, mustRouse(t, "list", "-o", "json"))
 	found := false
 	for _, s := range list {
@@ -661,3 +670,5 @@ func TestDaemonsStartAndStop(t *testing.T) {
 		})
 	}
 }
+
+func ptrInt(n int) *int { return &n }

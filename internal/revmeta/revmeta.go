@@ -33,6 +33,9 @@ const (
 	KeyRevision   = "rouse.revision"
 	KeyGeneration = "rouse.generation"
 	KeySpecHash   = "rouse.spec_hash"
+	// KeyCreated is when apply registered the revision (RFC 3339, UTC). Not part of the
+	// spec hash; Nomad's SubmitTime moves with every Jobs.Scale, so it cannot say this.
+	KeyCreated = "rouse.created"
 
 	KeyConcurrency = "rouse.concurrency" // hard per-instance limit, 0 = unlimited
 	KeyTimeout     = "rouse.timeout"     // per-request timeout
