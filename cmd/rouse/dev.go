@@ -106,23 +106,9 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 	fmt.Fprintf(o.Stdout, "rouse dev: gateway and scaler logs in %s\n", logPath)
 
 	var gwi *gateway.Gateway
-	gw := devenv.Daemon{Name: "gateway", Start: func(ctx context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
-		g, err := gateway.New(gateway.Config{PublicAddr: d.listen, AdminAddr: d.adminListen, Domain: o.Domain,
-			Consul: p.Consul, Logger: logger.Named("gateway"), Register: true, ID: "dev"})
-		if err != nil {
-			return nil, nil, err
-		}
-		gwi = g
-		return g.Run, map[string]string{"public": "http://" + g.PublicAddr(), "admin": "http://" + g.AdminAddr()}, nil
-	}}
-	sc := devenv.Daemon{Name: "scaler", Start: func(ctx context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
-		s, err := scaler.New(scaler.Config{Nomad: p.Nomad, Consul: p.Consul, Logger: logger.Named("scaler"),
-			AdminAddr: d.scalerListen, ID: "dev"})
-		if err != nil {
-			return nil, nil, err
-		}
-		return s.Run, map[string]string{"admin": "http://" + s.AdminAddr()}, nil
-	}}
+	gw := devenv.GatewayDaemon(gateway.Config{PublicAddr: d.listen, AdminAddr: d.adminListen, Domain: o.Domain,
+		Logger: logger.Named("gateway"), Register: true, ID: "dev"}, func(g *gateway.Gateway) { gwi = g })
+	sc := devenv.ScalerDaemon(scaler.Config{Logger: logger.Named("scaler"), AdminAddr: d.scalerListen, ID: "dev"}, nil)
 	deploy := func(ctx context.Context, p devenv.Platform) ([]string, error) {
 		c := control.New(control.Config{Nomad: p.Nomad, Consul: p.Consul, NomadAddr: p.NomadAddr,
 			ConsulAddr: "http://" + p.ConsulAddr, Domain: urlDomain})

@@ -37,8 +37,48 @@ func devArgs(t *testing.T, dir string) []string {
 // serves it through the gateway, and on SIGTERM exits 0 leaving no agent, alloc or
 // workload process behind.
 func TestDevUpAndSIGTERM(t *testing.T) {
-	rouseBin, helloBin := bins(t)
 	dir := t.TempDir()
+	d := startDev(t, dir)
+	t.Logf("rouse dev ready in %s", d.up)
+	if d.up > 30*time.Second {
+		t.Errorf("rouse dev took %s to come up, want < 30 s", d.up)
+	}
+	d.get(t)
+	d.stop(t, dir)
+}
+
+// TestDevAfterKill: a `rouse dev` killed outright leaves its allocations' mounts and task
+// helpers behind; the next run in the same dir clears them and comes up.
+func TestDevAfterKill(t *testing.T) {
+	dir := t.TempDir()
+	first := startDev(t, dir)
+	if err := first.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-first.exited
+	first.exited <- nil
+	for _, pid := range first.pids { // the agents follow their parent (Pdeathsig)
+		waitFor(t, 30*time.Second, "agent gone after its rouse dev was killed", func() bool { return syscall.Kill(pid, 0) != nil })
+	}
+	second := startDev(t, dir)
+	second.get(t)
+	second.stop(t, dir)
+}
+
+type devRun struct {
+	cmd                *exec.Cmd
+	exited             chan error
+	lines              chan string
+	stderr             *bytes.Buffer
+	pids               []int
+	curlHost, curlAddr string
+	up                 time.Duration
+}
+
+// startDev runs `rouse dev` with examples/hello in dir until it says it is ready.
+func startDev(t *testing.T, dir string) *devRun {
+	t.Helper()
+	rouseBin, helloBin := bins(t)
 	args := append(devArgs(t, dir), "-f", filepath.Join(repoRoot(t), "examples/hello/service.hcl"), "-var", "bin="+filepath.Dir(helloBin))
 	// examples/hello/service.hcl runs ${bin}/hello.
 	if filepath.Base(helloBin) != "hello" {
@@ -48,57 +88,52 @@ func TestDevUpAndSIGTERM(t *testing.T) {
 		}
 		args[len(args)-1] = "bin=" + filepath.Dir(link)
 	}
-	cmd := exec.Command(rouseBin, args...)
-	cmd.Env = append(os.Environ(), "ROUSE_BIN_DIR="+filepath.Join(repoRoot(t), "bin"))
-	stdout, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	d := &devRun{cmd: exec.Command(rouseBin, args...), exited: make(chan error, 1), lines: make(chan string, 100), stderr: &bytes.Buffer{}}
+	d.cmd.Env = append(os.Environ(), "ROUSE_BIN_DIR="+filepath.Join(repoRoot(t), "bin"))
+	stdout, _ := d.cmd.StdoutPipe()
+	d.cmd.Stderr = d.stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	lines := make(chan string, 100)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			lines <- sc.Text()
+			d.lines <- sc.Text()
 		}
-		close(lines)
-		exited <- cmd.Wait()
+		close(d.lines)
+		d.exited <- d.cmd.Wait()
 	}()
 	// However the test ends, stop rouse dev the way a user does, so it cleans up.
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			_ = d.cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case <-exited:
+			case <-d.exited:
 			case <-time.After(90 * time.Second):
-				_ = cmd.Process.Kill()
+				_ = d.cmd.Process.Kill()
 			}
 		}
-	}()
+	})
 
 	var out strings.Builder
-	var pids []int
 	pidRe := regexp.MustCompile(`pid (\d+)\)`)
-	var curlHost, curlAddr string
 	curlRe := regexp.MustCompile(`curl -H 'Host: ([^']+)' http://([^/]+)/`)
 	timeout := time.After(60 * time.Second)
 ready:
 	for {
 		select {
-		case l, ok := <-lines:
+		case l, ok := <-d.lines:
 			if !ok {
-				t.Fatalf("rouse dev ended before it was ready:\n%s\nstderr:\n%s", out.String(), stderr.String())
+				t.Fatalf("rouse dev ended before it was ready:\n%s\nstderr:\n%s", out.String(), d.stderr.String())
 			}
 			out.WriteString(l + "\n")
 			if m := pidRe.FindStringSubmatch(l); m != nil {
 				pid, _ := strconv.Atoi(m[1])
-				pids = append(pids, pid)
+				d.pids = append(d.pids, pid)
 			}
 			if m := curlRe.FindStringSubmatch(l); m != nil {
-				curlHost, curlAddr = m[1], m[2]
+				d.curlHost, d.curlAddr = m[1], m[2]
 			}
 			if strings.HasPrefix(l, "Press Ctrl-C") {
 				break ready
@@ -107,16 +142,22 @@ ready:
 			t.Fatalf("not ready after 60 s:\n%s", out.String())
 		}
 	}
-	up := time.Since(start)
-	t.Logf("rouse dev ready in %s", up)
-	if up > 30*time.Second {
-		t.Errorf("rouse dev took %s to come up, want < 30 s", up)
-	}
-	if len(pids) != 2 || curlHost == "" {
+	d.up = time.Since(start)
+	if len(d.pids) != 2 || d.curlHost == "" {
 		t.Fatalf("want consul and nomad pids and a curl hint in:\n%s", out.String())
 	}
-	req, _ := http.NewRequest("GET", "http://"+curlAddr+"/", nil)
-	req.Host = curlHost
+	go func() {
+		for range d.lines { // keep draining so the child never blocks on a full pipe
+		}
+	}()
+	return d
+}
+
+// get sends the printed curl line's request through the gateway.
+func (d *devRun) get(t *testing.T) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+d.curlAddr+"/", nil)
+	req.Host = d.curlHost
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -126,37 +167,46 @@ ready:
 	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "Hello rouse!") {
 		t.Fatalf("through the gateway: %d %q", resp.StatusCode, body)
 	}
+}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+// stop sends SIGTERM and checks that nothing of the run is left: agents, processes,
+// mounts, listeners.
+func (d *devRun) stop(t *testing.T, dir string) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for range lines { // keep draining so the child never blocks on a full pipe
-		}
-	}()
 	select {
-	case err := <-exited:
-		exited <- err // for the deferred teardown
+	case err := <-d.exited:
+		d.exited <- err // for the cleanup
 		if err != nil {
-			t.Fatalf("rouse dev after SIGTERM: %v\nstderr:\n%s", err, stderr.String())
+			t.Fatalf("rouse dev after SIGTERM: %v\nstderr:\n%s", err, d.stderr.String())
 		}
 	case <-time.After(90 * time.Second):
 		t.Fatal("rouse dev did not exit within 90 s of SIGTERM")
 	}
-	for _, pid := range pids {
+	for _, pid := range d.pids {
 		if syscall.Kill(pid, 0) == nil {
 			t.Errorf("agent pid %d still running after rouse dev exited", pid)
 		}
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
-		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(dir)) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if bytes.Contains(b, []byte(dir)) || agents.HoldsPath(pid, dir) {
 			t.Errorf("process %s outlived rouse dev: %q", p, bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 		}
 	}
-	if c, err := net.DialTimeout("tcp", curlAddr, time.Second); err == nil {
+	if m, err := os.ReadFile("/proc/self/mounts"); err == nil && bytes.Contains(m, []byte(" "+dir+"/")) {
+		t.Errorf("mounts under %s left behind", dir)
+	}
+	if c, err := net.DialTimeout("tcp", d.curlAddr, time.Second); err == nil {
 		c.Close()
-		t.Errorf("gateway %s still accepting after exit", curlAddr)
+		t.Errorf("gateway %s still accepting after exit", d.curlAddr)
 	}
 }
 

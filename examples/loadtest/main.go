@@ -137,25 +137,12 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		gw *gateway.Gateway
 		sc *scaler.Scaler
 	)
-	gwd := devenv.Daemon{Name: "gateway", Start: func(_ context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
-		// The access log is off: at 900 rps it would measure the disk as much as the gateway.
-		g, err := gateway.New(gateway.Config{PublicAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Domain: "localhost",
-			Consul: p.Consul, Logger: logger.Named("gateway"), AccessLog: zap.NewNop(), Register: true, ID: "loadtest"})
-		if err != nil {
-			return nil, nil, err
-		}
-		gw = g
-		return g.Run, map[string]string{"public": "http://" + g.PublicAddr(), "admin": "http://" + g.AdminAddr()}, nil
-	}}
-	scd := devenv.Daemon{Name: "scaler", Start: func(_ context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
-		s, err := scaler.New(scaler.Config{Nomad: p.Nomad, Consul: p.Consul, Logger: logger.Named("scaler"),
-			AdminAddr: "127.0.0.1:0", ID: "loadtest"})
-		if err != nil {
-			return nil, nil, err
-		}
-		sc = s
-		return s.Run, map[string]string{"admin": "http://" + s.AdminAddr()}, nil
-	}}
+	// The access log is off: at 900 rps it would measure the disk as much as the gateway.
+	gwd := devenv.GatewayDaemon(gateway.Config{PublicAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Domain: "localhost",
+		Logger: logger.Named("gateway"), AccessLog: zap.NewNop(), Register: true, ID: "loadtest"},
+		func(g *gateway.Gateway) { gw = g })
+	scd := devenv.ScalerDaemon(scaler.Config{Logger: logger.Named("scaler"), AdminAddr: "127.0.0.1:0", ID: "loadtest"},
+		func(s *scaler.Scaler) { sc = s })
 	var revision, url string
 	deploy := func(ctx context.Context, p devenv.Platform) ([]string, error) {
 		c := control.New(control.Config{Nomad: p.Nomad, Consul: p.Consul, NomadAddr: p.NomadAddr,

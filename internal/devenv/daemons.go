@@ -1,0 +1,39 @@
+package devenv
+
+import (
+	"context"
+
+	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/scaler"
+)
+
+// GatewayDaemon runs a gateway with cfg on the platform's Consul; started (may be nil)
+// gets it once it listens, for callers that watch its route table.
+func GatewayDaemon(cfg gateway.Config, started func(*gateway.Gateway)) Daemon {
+	return Daemon{Name: "gateway", Start: func(_ context.Context, p Platform) (func(context.Context) error, map[string]string, error) {
+		cfg.Consul = p.Consul
+		g, err := gateway.New(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		if started != nil {
+			started(g)
+		}
+		return g.Run, map[string]string{"public": "http://" + g.PublicAddr(), "admin": "http://" + g.AdminAddr()}, nil
+	}}
+}
+
+// ScalerDaemon runs a scaler with cfg on the platform's Nomad and Consul.
+func ScalerDaemon(cfg scaler.Config, started func(*scaler.Scaler)) Daemon {
+	return Daemon{Name: "scaler", Start: func(_ context.Context, p Platform) (func(context.Context) error, map[string]string, error) {
+		cfg.Nomad, cfg.Consul = p.Nomad, p.Consul
+		s, err := scaler.New(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		if started != nil {
+			started(s)
+		}
+		return s.Run, map[string]string{"admin": "http://" + s.AdminAddr()}, nil
+	}}
+}
