@@ -60,7 +60,7 @@ type fakeNomad struct {
 type fakeJob struct {
 	meta           map[string]string
 	count, running int
-	index          uint64
+	index, create  uint64
 	lagRunning     bool // running stays where it was until set by the test
 }
 
@@ -82,7 +82,8 @@ func (f *fakeNomad) add(cfg revmeta.Config, count int) jobKey {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	k := jobKey{cfg.Namespace, cfg.Revision}
-	f.jobs[k] = &fakeJob{meta: cfg.Meta(), count: count, running: count, index: f.bump()}
+	i := f.bump()
+	f.jobs[k] = &fakeJob{meta: cfg.Meta(), count: count, running: count, index: i, create: i}
 	return k
 }
 
@@ -109,7 +110,7 @@ func (f *fakeNomad) List(ctx context.Context, _ string, waitIndex uint64) ([]*no
 	}
 	var out []*nomadapi.JobListStub
 	for k, j := range f.jobs {
-		out = append(out, &nomadapi.JobListStub{ID: k.id, Namespace: k.ns, Meta: j.meta, JobModifyIndex: j.index,
+		out = append(out, &nomadapi.JobListStub{ID: k.id, Namespace: k.ns, Meta: j.meta, JobModifyIndex: j.index, CreateIndex: j.create,
 			JobSummary: &nomadapi.JobSummary{Summary: map[string]nomadapi.TaskGroupSummary{revmeta.Group: {Running: j.running}}}})
 	}
 	return out, f.index, nil

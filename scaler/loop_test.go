@@ -354,3 +354,26 @@ func TestJobWatchListsOnChangeAtMostOncePerTick(t *testing.T) {
 		t.Fatalf("%d listings in %v, want ≤ %d (one per tick)", n, time.Since(start), max)
 	}
 }
+
+// A job purged and registered again under the same ID (rouse delete, then apply) is a
+// new revision: the old job's traffic must not scale it.
+func TestRecreatedJobStartsFresh(t *testing.T) {
+	h := newHarness(t)
+	gw := newFakeGateway(t, "gw-1")
+	h.gws.set(gw)
+	job := h.nomad.add(revCfg("svc-00001", nil), 1)
+	gw.set("default", "svc-00001", 300, 0)
+	h.ticks(3)
+	if got := h.nomad.count(job); got != 5 {
+		t.Fatalf("want 5 under load, got %d", got)
+	}
+	gw.set("default", "svc-00001", 0, 0)
+	h.nomad.mu.Lock()
+	delete(h.nomad.jobs, job)
+	h.nomad.mu.Unlock()
+	h.nomad.add(revCfg("svc-00001", nil), 1)
+	h.ticks(3)
+	if got := h.nomad.count(job); got != 1 {
+		t.Fatalf("the new job was scaled to %d from the old one's windows; want its initial 1", got)
+	}
+}

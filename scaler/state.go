@@ -24,6 +24,7 @@ type jobKey struct{ ns, id string }
 type revision struct {
 	key      revKey
 	job      jobKey
+	created  uint64 // the job's CreateIndex: a job purged and registered again is new
 	cfgIndex uint64 // JobModifyIndex the config was parsed at
 	kpa      *kpa.Revision
 
@@ -76,6 +77,15 @@ func (t *table) sync(stubs []*nomadapi.JobListStub) (needCount []*revision) {
 		}
 		jk := jobKey{j.Namespace, j.ID}
 		r := t.byJob[jk]
+		if r != nil && r.created != j.CreateIndex {
+			// Same ID, new job (deleted and applied again): its windows, intent and
+			// count start from nothing, not from the old job's traffic.
+			if t.byRev[r.key] == r {
+				delete(t.byRev, r.key)
+			}
+			delete(t.byJob, jk)
+			r = nil
+		}
 		if r == nil || j.JobModifyIndex > r.cfgIndex {
 			if t.badCfg[jk] == j.JobModifyIndex {
 				continue
@@ -92,7 +102,7 @@ func (t *table) sync(stubs []*nomadapi.JobListStub) (needCount []*revision) {
 				cfg.Namespace = j.Namespace
 			}
 			if r == nil {
-				r = &revision{key: revKey{cfg.Namespace, cfg.Revision}, job: jk, kpa: kpa.New(cfg, t.opts)}
+				r = &revision{key: revKey{cfg.Namespace, cfg.Revision}, job: jk, created: j.CreateIndex, kpa: kpa.New(cfg, t.opts)}
 				t.byJob[jk] = r
 				t.byRev[r.key] = r
 			} else {
