@@ -377,3 +377,30 @@ func TestRecreatedJobStartsFresh(t *testing.T) {
 		t.Fatalf("the new job was scaled to %d from the old one's windows; want its initial 1", got)
 	}
 }
+
+// A count changed from outside between two ticks (nomad job scale … 0) must not leave held
+// requests waiting for the next tick: the activation re-reads the count from Nomad.
+func TestActivationAfterOutsideScaleDown(t *testing.T) {
+	h := newHarness(t)
+	gw := newFakeGateway(t, "gw-1")
+	h.gws.set(gw)
+	job := h.nomad.add(revCfg("svc-00001", nil), 1)
+	gw.set("default", "svc-00001", 5, 0)
+	h.ticks(3) // knows the job at 1, wants 1
+	h.nomad.mu.Lock()
+	j := h.nomad.jobs[job]
+	j.count, j.running, j.index = 0, 0, h.nomad.bump()
+	h.nomad.mu.Unlock()
+	time.Sleep(50 * time.Millisecond) // let the long-poll reach the gateway
+	start := time.Now()
+	gw.activate(gauges.Activation{Namespace: "default", Revision: "svc-00001", Held: 1})
+	select {
+	case c := <-h.nomad.scaled:
+		t.Logf("outside scale-down → activation → Jobs.Scale in %v", c.at.Sub(start))
+		if c.count != 1 {
+			t.Fatalf("want 1 for 1 held, got %v", c)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("held requests wait for the next tick after an outside scale-down")
+	}
+}

@@ -450,6 +450,40 @@ func (s *Scaler) apply(ctx context.Context, r *revision) {
 		zap.Float64("stable", d.Stable), zap.Float64("panic_window", d.PanicValue), zap.Bool("panic", d.Panic))
 }
 
+// recheck reads a revision's count from Nomad and scales it up at once if it runs fewer
+// than need instances.
+func (s *Scaler) recheck(ctx context.Context, r *revision, need int, since time.Time) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	count, idx, err := s.jobs.Count(cctx, r.job)
+	if err != nil {
+		return // the tick will list it again
+	}
+	s.mu.Lock()
+	if s.table == nil { // leadership lost meanwhile
+		s.mu.Unlock()
+		return
+	}
+	if idx > r.countIndex {
+		s.table.setCount(r, count, idx)
+	}
+	up := r.nomad < need
+	from := r.nomad
+	if up {
+		r.want = max(r.want, need)
+		r.last = kpa.Decision{Desired: r.want, Reason: kpa.Activate, Stable: r.last.Stable, PanicValue: float64(need)}
+	}
+	s.mu.Unlock()
+	if !up {
+		return
+	}
+	s.metrics.activations.Inc()
+	s.log.Info("activating after an outside count change", zap.String("revision", r.key.ns+"/"+r.key.rev),
+		zap.Int("from", from), zap.Int("to", need))
+	s.apply(ctx, r)
+	s.metrics.activationLag.Observe(s.clock.Now().Sub(since).Seconds())
+}
+
 // onActivations is the fast path: a gateway holds requests for revisions with no ready
 // instance. Each one at zero (or below what they need) is scaled at once.
 func (s *Scaler) onActivations(ctx context.Context, gw gateway, acts []gauges.Activation) {
@@ -475,6 +509,19 @@ func (s *Scaler) onActivations(ctx context.Context, gw gateway, acts []gauges.Ac
 			continue
 		}
 		if !up {
+			// We believe the count already covers the held requests. It may have been
+			// changed from outside (nomad job scale) since the last listing: re-read it,
+			// at most once a second per revision, rather than wait for the tick.
+			s.mu.Lock()
+			recheck := r.countIndex != 0 && now.Sub(r.rechecked) >= time.Second
+			if recheck {
+				r.rechecked = now
+			}
+			s.mu.Unlock()
+			if recheck {
+				need := from
+				wg.Go(func() { s.recheck(ctx, r, need, now) })
+			}
 			continue
 		}
 		s.metrics.activations.Inc()

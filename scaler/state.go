@@ -38,8 +38,9 @@ type revision struct {
 	conc, rps float64
 	held      int64
 
-	last    kpa.Decision
-	lastErr string // the last scale error, so each distinct one is logged once
+	last      kpa.Decision
+	lastErr   string    // the last scale error, so each distinct one is logged once
+	rechecked time.Time // when an activation last re-read the count from Nomad
 
 	scaleMu sync.Mutex // one Jobs.Scale in flight per job, the latest want wins
 }
