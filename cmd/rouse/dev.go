@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/control"
 	"github.com/rouse-run/rouse/gateway"
@@ -93,9 +92,7 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 		return err
 	}
 	logPath := filepath.Join(d.dir, "rouse.log")
-	logCfg := zap.NewProductionConfig()
-	logCfg.OutputPaths, logCfg.ErrorOutputPaths = []string{logPath}, []string{logPath}
-	logger, err := logCfg.Build()
+	logger, err := devenv.FileLogger(logPath)
 	if err != nil {
 		return err
 	}

@@ -121,9 +121,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	}
 
 	logPath := filepath.Join(dir, "rouse.log")
-	logCfg := zap.NewProductionConfig()
-	logCfg.OutputPaths, logCfg.ErrorOutputPaths = []string{logPath}, []string{logPath}
-	logger, err := logCfg.Build()
+	logger, err := devenv.FileLogger(logPath)
 	if err != nil {
 		return err
 	}

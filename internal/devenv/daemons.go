@@ -3,6 +3,8 @@ package devenv
 import (
 	"context"
 
+	"go.uber.org/zap"
+
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/scaler"
 )
@@ -36,4 +38,12 @@ func ScalerDaemon(cfg scaler.Config, started func(*scaler.Scaler)) Daemon {
 		}
 		return s.Run, map[string]string{"admin": "http://" + s.AdminAddr()}, nil
 	}}
+}
+
+// FileLogger is a production (JSON) zap logger that writes to path: the daemons' log when
+// a terminal is for the human.
+func FileLogger(path string) (*zap.Logger, error) {
+	cfg := zap.NewProductionConfig()
+	cfg.OutputPaths, cfg.ErrorOutputPaths = []string{path}, []string{path}
+	return cfg.Build()
 }
