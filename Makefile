@@ -5,7 +5,7 @@ GO             ?= go
 BIN            := $(CURDIR)/bin
 export PATH    := $(BIN):$(PATH)
 
-.PHONY: all build examples tools dev test test-short vet fmt-check fuzz bench bench-deps bench-gateway bench-load bench-scaler clean
+.PHONY: all build examples tools dev test test-race vet fmt-check fuzz bench-deps bench-gateway bench-load bench-scaler clean
 
 all: build
 
@@ -30,6 +30,11 @@ examples:
 ## test: every test, against real Nomad and Consul agents
 test: tools fmt-check vet
 	$(GO) test -count=1 -timeout 40m ./...
+
+## test-race: every test again under the race detector (about 5 minutes; not in CI's
+## `make test`, whose cold-start bounds it would slow)
+test-race: tools
+	$(GO) test -race -count=1 -timeout 60m ./...
 
 vet:
 	$(GO) vet ./...
