@@ -118,6 +118,7 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 			return nil, err
 		}
 		res.Outcome, res.Route, res.Tags = OutcomeTraffic, rec.Route, c.tags(ns, svc, rec.Route)
+		res.Warnings = append(res.Warnings, c.routeWarnings(ctx, ns, svc)...)
 		c.finish(ctx, o, res, rec, jobs)
 		return res, nil
 	}
@@ -187,6 +188,7 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 		return nil, err
 	}
 	res.Route, res.Tags = rec.Route, c.tags(ns, svc, rec.Route)
+	res.Warnings = append(res.Warnings, c.routeWarnings(ctx, ns, svc)...)
 	jobs[rev] = &revJob{Name: rev, Generation: gen, SpecHash: hash}
 	c.finish(ctx, o, res, rec, jobs)
 	return res, nil

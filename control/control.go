@@ -37,6 +37,9 @@ type Config struct {
 	Domain string
 	// Now is the clock (time stamps in records, wait deadlines); nil = time.Now.
 	Now func() time.Time
+	// GatewayWait bounds how long a route change waits for every gateway to serve it:
+	// 0 = DefaultGatewayWait, negative = do not wait.
+	GatewayWait time.Duration
 }
 
 // Client runs control-plane operations. It is safe for concurrent use.
@@ -50,6 +53,7 @@ type Client struct {
 	probe                   *http.Client
 	poll                    time.Duration
 	now                     func() time.Time
+	gatewayWait             time.Duration
 }
 
 // New returns a Client.
@@ -60,6 +64,9 @@ func New(cfg Config) *Client {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.GatewayWait == 0 {
+		cfg.GatewayWait = DefaultGatewayWait
+	}
 	return &Client{
 		nomad: cfg.Nomad, consul: cfg.Consul, store: store.New(cfg.Consul),
 		nomadAddr: cfg.NomadAddr, consulAddr: cfg.ConsulAddr,
@@ -69,8 +76,9 @@ func New(cfg Config) *Client {
 		// connections to processes that may be gone a second later.
 		probe: &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		poll: 200 * time.Millisecond,
-		now:  cfg.Now,
+		poll:        200 * time.Millisecond,
+		now:         cfg.Now,
+		gatewayWait: cfg.GatewayWait,
 	}
 }
 

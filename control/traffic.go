@@ -30,6 +30,7 @@ type TrafficResult struct {
 	Traffic   []store.TrafficTarget `json:"traffic"`
 	Route     []store.RouteTarget   `json:"route"`
 	Tags      []TagInfo             `json:"tags,omitempty"`
+	Warnings  []string              `json:"warnings,omitempty"` // the write landed; something after it did not
 }
 
 // SetTraffic validates and writes a traffic change with check-and-set. It is an override:
@@ -59,7 +60,9 @@ func (c *Client) SetTraffic(ctx context.Context, ns, svc string, u TrafficUpdate
 	if err != nil {
 		return nil, err
 	}
-	return c.trafficResult(rec), nil
+	res := c.trafficResult(rec)
+	res.Warnings = c.routeWarnings(ctx, ns, svc)
+	return res, nil
 }
 
 func (c *Client) trafficResult(rec *store.Service) *TrafficResult {
@@ -138,7 +141,9 @@ func (c *Client) Rollback(ctx context.Context, ns, svc, rev string) (*RollbackRe
 	if err != nil {
 		return nil, err
 	}
-	return &RollbackResult{TrafficResult: *c.trafficResult(rec), From: from, To: rev}, nil
+	res := &RollbackResult{TrafficResult: *c.trafficResult(rec), From: from, To: rev}
+	res.Warnings = c.routeWarnings(ctx, ns, svc)
+	return res, nil
 }
 
 // primary is the revision that serves the largest share (the newest on a tie).

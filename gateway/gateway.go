@@ -44,6 +44,11 @@ type Gateway struct {
 
 	// routing is what the hot path reads: the table and its revisions, swapped whole.
 	routing atomic.Pointer[routing]
+	// routesIdx is the KV index of the table in routing; routesKick tells the publisher.
+	routesIdx  atomic.Uint64
+	routesKick chan struct{}
+	stopPub    context.CancelFunc
+	pubDone    chan struct{}
 	// revs and shareN/shareK are owned by the updater goroutine.
 	revs           map[string]*revision
 	shareN, shareK int
@@ -82,7 +87,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, clk: cfg.Clock,
 		revs: map[string]*revision{}, shareN: 1,
 		actCh: make(chan struct{}), drainHard: make(chan struct{}), stopAdmin: make(chan struct{}),
-		hjConns: map[net.Conn]struct{}{},
+		hjConns: map[net.Conn]struct{}{}, routesKick: make(chan struct{}, 1),
 	}
 	if g.pubLn, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
 		return nil, fmt.Errorf("gateway: public listener: %w", err)
@@ -124,6 +129,10 @@ func (g *Gateway) AdminAddr() string { return g.admLn.Addr().String() }
 // ID is the gateway's name in gauges and in Consul.
 func (g *Gateway) ID() string { return g.id }
 
+// RoutesIndex is the Consul KV index of the route table being served (0 before the
+// first).
+func (g *Gateway) RoutesIndex() uint64 { return g.routesIdx.Load() }
+
 // Table is the route table being served (nil before the first read of Consul KV).
 func (g *Gateway) Table() *table.Table {
 	if r := g.routing.Load(); r != nil {
@@ -157,9 +166,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() { errc <- g.public.Serve(g.pubLn) }()
 	g.log.Info("gateway serving", zap.String("id", g.id), zap.String("public", g.PublicAddr()), zap.String("admin", g.AdminAddr()), zap.String("domain", g.cfg.Domain))
 	if g.cfg.Register {
-		if err := g.register(ctx); err != nil {
+		if err := g.register(ctx, g.routesIdx.Load()); err != nil {
 			g.log.Error("cannot register in consul; scalers will not find this gateway", zap.Error(err))
+		} else {
+			g.log.Info("registered in consul", zap.String("service", watch.GatewayService), zap.String("id", g.id))
 		}
+		pubCtx, stop := context.WithCancel(watchCtx)
+		g.stopPub, g.pubDone = stop, make(chan struct{})
+		go g.publish(pubCtx, g.pubDone)
 	}
 
 	var runErr error
@@ -209,6 +223,10 @@ func (g *Gateway) drain() {
 	// Deregister only now: scalers keep reading this gateway's gauges (its in-flight
 	// requests are real load) until it has drained.
 	if g.cfg.Register {
+		if g.stopPub != nil { // no re-registration may land after the deregistration
+			g.stopPub()
+			<-g.pubDone
+		}
 		g.deregister()
 	}
 	close(g.stopAdmin)
@@ -270,6 +288,11 @@ func (g *Gateway) applyKV() {
 	}
 	g.revs = keep
 	g.routing.Store(next)
+	g.routesIdx.Store(st.Index)
+	select {
+	case g.routesKick <- struct{}{}:
+	default:
+	}
 	for _, r := range gone {
 		r.retire() // after the swap: no new request can reach it
 	}

@@ -9,11 +9,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/gateway/watch"
+	"github.com/rouse-run/rouse/internal/gauges"
 )
 
 // register adds this gateway to Consul as a "rouse-gateway" instance at its admin address,
-// checked on /healthz, with the public address in its meta.
-func (g *Gateway) register(ctx context.Context) error {
+// checked on /healthz, with the public address and the KV index of the route table it
+// serves in its meta. Registering again only updates the meta: Consul keeps the check's
+// status.
+func (g *Gateway) register(ctx context.Context, routesIndex uint64) error {
 	ta := g.admLn.Addr().(*net.TCPAddr)
 	checkHost, regAddr := ta.IP.String(), ta.IP.String()
 	if ta.IP.IsUnspecified() {
@@ -22,7 +25,8 @@ func (g *Gateway) register(ctx context.Context) error {
 	reg := &consulapi.AgentServiceRegistration{
 		ID: g.id, Name: watch.GatewayService, Address: regAddr, Port: ta.Port,
 		Tags: []string{"rouse"},
-		Meta: map[string]string{"public": g.PublicAddr(), "domain": g.cfg.Domain},
+		Meta: map[string]string{"public": g.PublicAddr(), "domain": g.cfg.Domain,
+			gauges.MetaRoutesIndex: strconv.FormatUint(routesIndex, 10)},
 		Check: &consulapi.AgentServiceCheck{
 			HTTP:                           "http://" + net.JoinHostPort(checkHost, strconv.Itoa(ta.Port)) + "/healthz",
 			Interval:                       "2s",
@@ -33,8 +37,32 @@ func (g *Gateway) register(ctx context.Context) error {
 	if err := g.cfg.Consul.Agent().ServiceRegisterOpts(reg, consulapi.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
 		return err
 	}
-	g.log.Info("registered in consul", zap.String("service", watch.GatewayService), zap.String("id", g.id))
 	return nil
+}
+
+// publish keeps the routes index in this gateway's registration current, so that the
+// CLI can wait for the route it wrote to be served. Coalesced: one registration at a
+// time, with the newest index. It returns when ctx ends (before deregistration).
+func (g *Gateway) publish(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	var sent uint64
+	for {
+		if idx := g.routesIdx.Load(); idx != sent {
+			if err := g.register(ctx, idx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				g.log.Warn("cannot publish the route table index in consul", zap.Uint64("kv_index", idx), zap.Error(err))
+			} else {
+				sent = idx
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.routesKick:
+		}
+	}
 }
 
 func (g *Gateway) deregister() {

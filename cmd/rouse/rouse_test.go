@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/rouse-run/rouse/control"
+	"github.com/rouse-run/rouse/internal/gauges"
 	"github.com/rouse-run/rouse/internal/store"
 	"github.com/rouse-run/rouse/internal/testcluster"
 )
@@ -672,3 +674,79 @@ func TestDaemonsStartAndStop(t *testing.T) {
 }
 
 func ptrInt(n int) *int { return &n }
+
+// TestRouteWaitsForGateways: a route change returns only once every passing gateway
+// reports (service meta routes_index) a table at least as new as the write; a gateway that
+// never catches up gets a warning after the wait, not a failure.
+func TestRouteWaitsForGateways(t *testing.T) {
+	spec := writeSpec(t, "gwwait", "")
+	mustRouse(t, "apply", "-f", spec, "--wait", "60s")
+	t.Cleanup(func() { rouse(t, "delete", "gwwait") })
+
+	agent := cluster.Consul.Agent()
+	fake := func(idx uint64) {
+		t.Helper()
+		err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
+			ID: "fake-gw", Name: gauges.GatewayService, Port: 1,
+			Meta:  map[string]string{gauges.MetaRoutesIndex: strconv.FormatUint(idx, 10)},
+			Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake(1)
+	t.Cleanup(func() { _ = agent.ServiceDeregister("fake-gw") })
+	key := store.ServiceKey("default", "gwwait")
+	pair, _, err := cluster.Consul.KV().Get(key, nil)
+	if err != nil || pair == nil {
+		t.Fatalf("read %s: %v", key, err)
+	}
+
+	// The fake gateway loads the route 700 ms after it is written.
+	const lag = 700 * time.Millisecond
+	loaded := make(chan error, 1)
+	go func() {
+		p, _, err := cluster.Consul.KV().Get(key, &consulapi.QueryOptions{WaitIndex: pair.ModifyIndex, WaitTime: 30 * time.Second})
+		if err == nil && p.ModifyIndex == pair.ModifyIndex {
+			err = fmt.Errorf("%s was not written", key)
+		}
+		if err != nil {
+			loaded <- err
+			return
+		}
+		time.Sleep(lag)
+		fake(p.ModifyIndex)
+		loaded <- nil
+	}()
+	start := time.Now()
+	r := mustRouse(t, "traffic", "gwwait", "--tag", "gwwait-00001=one")
+	took := time.Since(start)
+	if err := <-loaded; err != nil {
+		t.Fatal(err)
+	}
+	if took < lag {
+		t.Errorf("traffic returned after %v, before the gateway loaded the route (%v)", took, lag)
+	}
+	if strings.Contains(r.stderr, "Warning") {
+		t.Errorf("a gateway that caught up must not be warned about: %s", r)
+	}
+
+	// Now it never catches up: the change lands, with a warning naming it.
+	start = time.Now()
+	r = mustRouse(t, "traffic", "gwwait", "--tag", "gwwait-00001=two")
+	took = time.Since(start)
+	if !strings.Contains(r.stderr, "Warning: gateway(s) fake-gw did not load the new route within 10s") {
+		t.Errorf("want a warning naming fake-gw: %s", r)
+	}
+	if took < 10*time.Second || took > 20*time.Second {
+		t.Errorf("traffic with a lagging gateway took %v, want the 10s wait", took)
+	}
+	tagged := false
+	for _, rt := range record(t, "gwwait").Route {
+		tagged = tagged || rt.Tag == "two"
+	}
+	if !tagged {
+		t.Errorf("the route must be written despite the lagging gateway: %+v", record(t, "gwwait").Route)
+	}
+}

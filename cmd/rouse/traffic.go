@@ -108,6 +108,9 @@ func targetOf(name string, pct int, tag string) store.TrafficTarget {
 }
 
 func printTraffic(o *rootOptions, r *control.TrafficResult) {
+	for _, w := range r.Warnings {
+		fmt.Fprintf(o.Stderr, "Warning: %s\n", w)
+	}
 	w := o.Stdout
 	fmt.Fprintf(w, "Service %s: %s\n", r.Service, r.URL)
 	tw := table(w)

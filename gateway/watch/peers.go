@@ -10,10 +10,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/gateway/clock"
+	"github.com/rouse-run/rouse/internal/gauges"
 )
 
 // GatewayService is the Consul service every gateway registers as.
-const GatewayService = "rouse-gateway"
+const GatewayService = gauges.GatewayService
 
 // Peers follows the passing gateways.
 type Peers struct {

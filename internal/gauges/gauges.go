@@ -31,6 +31,14 @@ import (
 	"time"
 )
 
+// GatewayService is the Consul service every gateway registers as (at its admin address).
+const GatewayService = "rouse-gateway"
+
+// MetaRoutesIndex is the gateway's service meta key holding the Consul KV index of the
+// route table it serves. rouse apply/traffic/rollback wait until every passing gateway
+// reports at least the index of their write before saying the URL is ready.
+const MetaRoutesIndex = "routes_index"
+
 // Revision is one gauge line.
 type Revision struct {
 	Namespace     string
