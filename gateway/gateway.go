@@ -166,14 +166,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() { errc <- g.public.Serve(g.pubLn) }()
 	g.log.Info("gateway serving", zap.String("id", g.id), zap.String("public", g.PublicAddr()), zap.String("admin", g.AdminAddr()), zap.String("domain", g.cfg.Domain))
 	if g.cfg.Register {
-		if err := g.register(ctx, g.routesIdx.Load()); err != nil {
-			g.log.Error("cannot register in consul; scalers will not find this gateway", zap.Error(err))
+		var sent uint64
+		idx := g.routesIdx.Load()
+		if err := g.register(ctx, idx); err != nil {
+			g.log.Error("cannot register in consul yet; retrying (scalers do not see this gateway meanwhile)", zap.Error(err))
 		} else {
+			sent = idx
 			g.log.Info("registered in consul", zap.String("service", watch.GatewayService), zap.String("id", g.id))
 		}
 		pubCtx, stop := context.WithCancel(watchCtx)
 		g.stopPub, g.pubDone = stop, make(chan struct{})
-		go g.publish(pubCtx, g.pubDone)
+		go g.publish(pubCtx, sent, g.pubDone)
 	}
 
 	var runErr error

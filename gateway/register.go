@@ -4,10 +4,12 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 
+	"github.com/rouse-run/rouse/gateway/clock"
 	"github.com/rouse-run/rouse/gateway/watch"
 	"github.com/rouse-run/rouse/internal/gauges"
 )
@@ -42,25 +44,35 @@ func (g *Gateway) register(ctx context.Context, routesIndex uint64) error {
 
 // publish keeps the routes index in this gateway's registration current, so that the
 // CLI can wait for the route it wrote to be served. Coalesced: one registration at a
-// time, with the newest index. It returns when ctx ends (before deregistration).
-func (g *Gateway) publish(ctx context.Context, done chan<- struct{}) {
+// time, with the newest index; retried each second while Consul refuses. sent is the index
+// already registered. It returns when ctx ends (before deregistration).
+func (g *Gateway) publish(ctx context.Context, sent uint64, done chan<- struct{}) {
 	defer close(done)
-	var sent uint64
 	for {
+		var retry clock.Timer
+		var retryC <-chan time.Time
 		if idx := g.routesIdx.Load(); idx != sent {
 			if err := g.register(ctx, idx); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				g.log.Warn("cannot publish the route table index in consul", zap.Uint64("kv_index", idx), zap.Error(err))
+				g.log.Warn("cannot publish the route table index in consul; retrying", zap.Uint64("kv_index", idx), zap.Error(err))
+				retry = g.clk.NewTimer(time.Second)
+				retryC = retry.C()
 			} else {
 				sent = idx
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return
 		case <-g.routesKick:
+		case <-retryC:
+		}
+		if retry != nil {
+			retry.Stop()
+		}
+		if ctx.Err() != nil {
+			return
 		}
 	}
 }
