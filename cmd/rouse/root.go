@@ -85,7 +85,7 @@ NOMAD_NAMESPACE, CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN, or from the flags below
 		c.GroupID = "deploy"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newListCmd(o), newDescribeCmd(o), newRevisionsCmd(o)} {
+	for _, c := range []*cobra.Command{newListCmd(o), newDescribeCmd(o), newRevisionsCmd(o), newLogsCmd(o)} {
 		c.GroupID = "read"
 		root.AddCommand(c)
 	}

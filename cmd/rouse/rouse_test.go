@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -748,5 +749,76 @@ func TestRouteWaitsForGateways(t *testing.T) {
 	}
 	if !tagged {
 		t.Errorf("the route must be written despite the lagging gateway: %+v", record(t, "gwwait").Route)
+	}
+}
+
+// TestLogs: `rouse logs` prints the instances' output with revision and instance, and -f
+// streams a line written after it started.
+func TestLogs(t *testing.T) {
+	spec := writeSpec(t, "logs", "")
+	mustRouse(t, "apply", "-f", spec, "--wait", "60s")
+	t.Cleanup(func() { rouse(t, "delete", "logs") })
+
+	var r result
+	waitFor(t, 15*time.Second, "the startup line in rouse logs", func() bool {
+		r = mustRouse(t, "logs", "logs")
+		return strings.Contains(r.stdout, "hello: listening on")
+	})
+	if !strings.HasPrefix(r.stdout, "logs-00001 ") {
+		t.Errorf("lines must start with the revision: %s", r)
+	}
+	if j := mustRouse(t, "logs", "logs", "-o", "json", "--tail", "1"); !strings.Contains(j.stdout, `"revision":"logs-00001"`) || strings.Count(j.stdout, "\n") != 1 {
+		t.Errorf("-o json --tail 1: want one JSON line: %s", j)
+	}
+	if e := rouse(t, "logs", "nosuch"); e.code == 0 || !strings.Contains(e.stderr, "nosuch") {
+		t.Errorf("logs of a missing service must fail naming it: %s", e)
+	}
+	if e := rouse(t, "logs", "logs", "--revision", "logs-00009"); e.code == 0 || !strings.Contains(e.stderr, "logs-00009") {
+		t.Errorf("logs of a missing revision must fail naming it: %s", e)
+	}
+
+	// -f: a request made after it started shows up.
+	bin, _ := bins(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "logs", "logs", "-f", "--tail", "0")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, cluster.Env()...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	time.Sleep(500 * time.Millisecond) // let the stream open; a line before it would be the tail
+	get(t, "logs-00001")
+	deadline := time.After(20 * time.Second)
+	seen := false
+	for !seen {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("rouse logs -f ended before the request's line")
+			}
+			t.Logf("followed: %s", l)
+			if strings.Contains(l, "hello: listening") {
+				t.Errorf("--tail 0 must not print the backlog: %s", l)
+			}
+			seen = strings.HasPrefix(l, "logs-00001 ") && strings.HasSuffix(l, "GET /")
+		case <-deadline:
+			t.Fatal("rouse logs -f did not show the request made after it started within 20s")
+		}
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("rouse logs -f on Ctrl-C: %v, want exit 0", err)
 	}
 }

@@ -23,6 +23,7 @@ func main() {
 		port = "8080"
 	}
 	rev := os.Getenv("ROUSE_REVISION")
+	logger := log.New(os.Stdout, "", log.LstdFlags) // stdout: what `rouse logs` shows
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -30,8 +31,10 @@ func main() {
 			w.Header().Set("X-Revision", rev)
 		}
 		fmt.Fprintf(w, "Hello %s!\n", target)
+		logger.Printf("%s %s", r.Method, r.URL.RequestURI())
 	})
 	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	logger.Printf("hello: listening on :%s (revision %q, TARGET=%q)", port, rev, target)
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
 			log.Fatal(err)

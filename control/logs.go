@@ -1,0 +1,235 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+
+	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/rouse-run/rouse/internal/revmeta"
+)
+
+// LogOptions selects what Logs reads.
+type LogOptions struct {
+	Revision string // "" = every revision of the service
+	Stderr   bool   // stderr instead of stdout
+	Tail     int    // lines per instance to start from (0: none; negative: 50)
+	Follow   bool   // keep streaming until ctx ends or every instance's task is gone
+}
+
+// LogLine is one line of one instance's output.
+type LogLine struct {
+	Revision string `json:"revision"`
+	Instance string `json:"instance"` // the Nomad allocation ID, short
+	Line     string `json:"line"`
+}
+
+// tailBytes is how far back from the end of a log Logs reads to find the last lines.
+const tailBytes = 64 << 10
+
+// Logs calls out with the output of a service's instances: the last Tail lines of each
+// (the running instances; for a revision with none, its newest instance, so that the
+// logs of one that failed or went to zero can still be read), then, with Follow, every new
+// line as it is written, from all of them at once. out is never called concurrently.
+func (c *Client) Logs(ctx context.Context, ns, svc string, o LogOptions, out func(LogLine)) error {
+	if o.Tail < 0 {
+		o.Tail = 50
+	}
+	jobs, err := c.revisionJobs(ctx, ns, svc)
+	if err != nil {
+		return err
+	}
+	if len(jobs) == 0 {
+		return &NotFoundError{Kind: "service", Name: svc, Namespace: ns}
+	}
+	if o.Revision != "" && jobs[o.Revision] == nil {
+		return &NotFoundError{Kind: "revision", Name: o.Revision, Namespace: ns}
+	}
+	var allocs []*nomadapi.AllocationListStub
+	for _, j := range byGeneration(jobs) {
+		if o.Revision != "" && j.Name != o.Revision {
+			continue
+		}
+		stubs, _, err := c.nomad.Jobs().Allocations(j.Name, false, c.qo(ctx, ns))
+		if err != nil {
+			return c.nomadErr(err, "read-job", ns)
+		}
+		allocs = append(allocs, instancesToRead(stubs)...)
+	}
+	stream := "stdout"
+	if o.Stderr {
+		stream = "stderr"
+	}
+	var mu sync.Mutex
+	emit := func(l LogLine) {
+		mu.Lock()
+		defer mu.Unlock()
+		out(l)
+	}
+	if !o.Follow {
+		for _, a := range allocs {
+			if err := c.streamLog(ctx, ns, a, stream, o.Tail, false, emit); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(allocs))
+	for i, a := range allocs {
+		wg.Go(func() { errs[i] = c.streamLog(ctx, ns, a, stream, o.Tail, true, emit) })
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil // the user stopped following
+	}
+	return errors.Join(errs...)
+}
+
+// instancesToRead picks a revision's running allocations, or its newest one when none
+// runs.
+func instancesToRead(stubs []*nomadapi.AllocationListStub) []*nomadapi.AllocationListStub {
+	var running []*nomadapi.AllocationListStub
+	for _, s := range stubs {
+		if s.ClientStatus == nomadapi.AllocClientStatusRunning {
+			running = append(running, s)
+		}
+	}
+	if len(running) > 0 {
+		sort.Slice(running, func(i, j int) bool { return running[i].CreateIndex < running[j].CreateIndex })
+		return running
+	}
+	var newest *nomadapi.AllocationListStub
+	for _, s := range stubs {
+		if newest == nil || s.CreateIndex > newest.CreateIndex {
+			newest = s
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	return []*nomadapi.AllocationListStub{newest}
+}
+
+// streamLog reads one instance's log: its last tail lines, then (follow) what follows.
+// Positions are byte offsets from the start of the oldest log file Nomad keeps (it rotates
+// them as <task>.<stream>.<n>), measured once: the tail is read up to that point and the
+// follow stream starts exactly there, so no line written in between is lost or shown
+// twice.
+func (c *Client) streamLog(ctx context.Context, ns string, stub *nomadapi.AllocationListStub, stream string, tail int, follow bool, out func(LogLine)) error {
+	a := &nomadapi.Allocation{ID: stub.ID, Namespace: stub.Namespace, NodeID: stub.NodeID}
+	if a.Namespace == "" {
+		a.Namespace = ns
+	}
+	rev, inst := stub.JobID, shortID(stub.ID)
+	end, err := c.logSize(ctx, ns, a, stream)
+	if err != nil || end < 0 {
+		return err // end < 0: the instance or its logs are gone
+	}
+	var buf []byte
+	if tail > 0 && end > 0 {
+		start := max(0, end-tailBytes)
+		err := c.readFrames(ctx, ns, a, stream, false, start, func(f *nomadapi.StreamFrame) {
+			buf = append(buf, f.Data...)
+		})
+		if err != nil {
+			return err
+		}
+		buf = buf[:min(int64(len(buf)), end-start)] // what was written since belongs to the follow
+	}
+	lines, pending := splitLines(buf)
+	if len(lines) > tail {
+		lines = lines[len(lines)-tail:]
+	}
+	for _, l := range lines {
+		out(LogLine{Revision: rev, Instance: inst, Line: l})
+	}
+	if follow {
+		err = c.readFrames(ctx, ns, a, stream, true, end, func(f *nomadapi.StreamFrame) {
+			var ls []string
+			ls, pending = splitLines(append(pending, f.Data...))
+			for _, l := range ls {
+				out(LogLine{Revision: rev, Instance: inst, Line: l})
+			}
+		})
+	}
+	if len(pending) > 0 && (tail > 0 || follow) {
+		out(LogLine{Revision: rev, Instance: inst, Line: string(pending)})
+	}
+	return err
+}
+
+// logSize is the size of all the log files of an instance's stream that Nomad keeps, -1
+// when the instance is gone.
+func (c *Client) logSize(ctx context.Context, ns string, a *nomadapi.Allocation, stream string) (int64, error) {
+	files, _, err := c.nomad.AllocFS().List(a, "alloc/logs", c.qo(ctx, ns))
+	if err != nil {
+		if isGone(err) {
+			return -1, nil
+		}
+		return 0, c.nomadErr(err, "read-logs", ns)
+	}
+	prefix := revmeta.Task + "." + stream + "."
+	var n int64
+	for _, f := range files {
+		if strings.HasPrefix(f.Name, prefix) && !f.IsDir {
+			n += f.Size
+		}
+	}
+	return n, nil
+}
+
+// readFrames streams an instance's log from offset (from the start of its oldest log
+// file) into fn until it ends, or, following, until ctx does.
+func (c *Client) readFrames(ctx context.Context, ns string, a *nomadapi.Allocation, stream string, follow bool, offset int64, fn func(*nomadapi.StreamFrame)) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	frames, errc := c.nomad.AllocFS().Logs(a, follow, revmeta.Task, stream, nomadapi.OriginStart, offset, sctx.Done(), c.qo(sctx, ns))
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				return nil
+			}
+			if f != nil && len(f.Data) > 0 {
+				fn(f)
+			}
+		case err := <-errc:
+			if err == nil || ctx.Err() != nil {
+				continue
+			}
+			if isGone(err) {
+				return nil
+			}
+			return c.nomadErr(err, "read-logs", ns)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// isGone: the allocation (or its log) no longer exists, e.g. garbage-collected.
+func isGone(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "404") || strings.Contains(s, "not found")
+}
+
+// splitLines returns the complete lines of b and what follows the last newline.
+func splitLines(b []byte) ([]string, []byte) {
+	cut := bytes.LastIndexByte(b, '\n')
+	if cut < 0 {
+		return nil, b
+	}
+	return strings.Split(string(b[:cut]), "\n"), append([]byte(nil), b[cut+1:]...)
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
