@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -49,8 +50,11 @@ func (c *Client) Logs(ctx context.Context, ns, svc string, o LogOptions, out fun
 	if o.Revision != "" && jobs[o.Revision] == nil {
 		return &NotFoundError{Kind: "revision", Name: o.Revision, Namespace: ns}
 	}
+	// Oldest revision first: the newest ends up nearest the prompt.
+	revs := byGeneration(jobs)
+	slices.Reverse(revs)
 	var allocs []*nomadapi.AllocationListStub
-	for _, j := range byGeneration(jobs) {
+	for _, j := range revs {
 		if o.Revision != "" && j.Name != o.Revision {
 			continue
 		}
@@ -64,26 +68,39 @@ func (c *Client) Logs(ctx context.Context, ns, svc string, o LogOptions, out fun
 	if o.Stderr {
 		stream = "stderr"
 	}
+	// Tails one instance after another, so that each instance's lines stay together.
+	logs := make([]*instanceLog, 0, len(allocs))
+	for _, a := range allocs {
+		l, err := c.tailLog(ctx, ns, a, stream, o.Tail, out)
+		if err != nil {
+			return err
+		}
+		if l != nil {
+			logs = append(logs, l)
+		}
+	}
+	if !o.Follow {
+		for _, l := range logs {
+			l.flush(out)
+		}
+		return nil
+	}
+	// Then every instance at once.
 	var mu sync.Mutex
 	emit := func(l LogLine) {
 		mu.Lock()
 		defer mu.Unlock()
 		out(l)
 	}
-	if !o.Follow {
-		for _, a := range allocs {
-			if err := c.streamLog(ctx, ns, a, stream, o.Tail, false, emit); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	var wg sync.WaitGroup
-	errs := make([]error, len(allocs))
-	for i, a := range allocs {
-		wg.Go(func() { errs[i] = c.streamLog(ctx, ns, a, stream, o.Tail, true, emit) })
+	errs := make([]error, len(logs))
+	for i, l := range logs {
+		wg.Go(func() { errs[i] = c.followLog(ctx, ns, l, emit) })
 	}
 	wg.Wait()
+	for _, l := range logs {
+		l.flush(out)
+	}
 	if ctx.Err() != nil {
 		return nil // the user stopped following
 	}
@@ -115,52 +132,75 @@ func instancesToRead(stubs []*nomadapi.AllocationListStub) []*nomadapi.Allocatio
 	return []*nomadapi.AllocationListStub{newest}
 }
 
-// streamLog reads one instance's log: its last tail lines, then (follow) what follows.
-// Positions are byte offsets from the start of the oldest log file Nomad keeps (it rotates
-// them as <task>.<stream>.<n>), measured once: the tail is read up to that point and the
-// follow stream starts exactly there, so no line written in between is lost or shown
-// twice.
-func (c *Client) streamLog(ctx context.Context, ns string, stub *nomadapi.AllocationListStub, stream string, tail int, follow bool, out func(LogLine)) error {
+// instanceLog is one instance's log being read: where the tail ended and the partial
+// line after it.
+type instanceLog struct {
+	alloc     *nomadapi.Allocation
+	stream    string
+	rev, inst string
+	end       int64
+	pending   []byte
+}
+
+// flush emits the partial last line, if any.
+func (l *instanceLog) flush(out func(LogLine)) {
+	if len(l.pending) > 0 {
+		out(LogLine{Revision: l.rev, Instance: l.inst, Line: string(l.pending)})
+		l.pending = nil
+	}
+}
+
+// lines emits the complete lines of data (after the pending partial one).
+func (l *instanceLog) lines(data []byte, out func(LogLine)) {
+	var ls []string
+	ls, l.pending = splitLines(append(l.pending, data...))
+	for _, s := range ls {
+		out(LogLine{Revision: l.rev, Instance: l.inst, Line: s})
+	}
+}
+
+// tailLog emits an instance's last tail lines. Positions are byte offsets from the start
+// of the oldest log file Nomad keeps (it rotates them as <task>.<stream>.<n>), measured
+// once: the tail is read up to that point and followLog starts exactly there, so no line
+// written in between is lost or shown twice. nil: the instance or its logs are gone.
+func (c *Client) tailLog(ctx context.Context, ns string, stub *nomadapi.AllocationListStub, stream string, tail int, out func(LogLine)) (*instanceLog, error) {
 	a := &nomadapi.Allocation{ID: stub.ID, Namespace: stub.Namespace, NodeID: stub.NodeID}
 	if a.Namespace == "" {
 		a.Namespace = ns
 	}
-	rev, inst := stub.JobID, shortID(stub.ID)
 	end, err := c.logSize(ctx, ns, a, stream)
 	if err != nil || end < 0 {
-		return err // end < 0: the instance or its logs are gone
+		return nil, err
 	}
+	l := &instanceLog{alloc: a, stream: stream, rev: stub.JobID, inst: shortID(stub.ID), end: end}
+	if tail == 0 || end == 0 {
+		return l, nil
+	}
+	start := max(0, end-tailBytes)
 	var buf []byte
-	if tail > 0 && end > 0 {
-		start := max(0, end-tailBytes)
-		err := c.readFrames(ctx, ns, a, stream, false, start, func(f *nomadapi.StreamFrame) {
-			buf = append(buf, f.Data...)
-		})
-		if err != nil {
-			return err
-		}
-		buf = buf[:min(int64(len(buf)), end-start)] // what was written since belongs to the follow
+	err = c.readFrames(ctx, ns, a, stream, false, start, func(f *nomadapi.StreamFrame) {
+		buf = append(buf, f.Data...)
+	})
+	if err != nil {
+		return nil, err
 	}
-	lines, pending := splitLines(buf)
+	buf = buf[:min(int64(len(buf)), end-start)] // what was written since belongs to followLog
+	lines, rest := splitLines(buf)
 	if len(lines) > tail {
 		lines = lines[len(lines)-tail:]
 	}
-	for _, l := range lines {
-		out(LogLine{Revision: rev, Instance: inst, Line: l})
+	for _, s := range lines {
+		out(LogLine{Revision: l.rev, Instance: l.inst, Line: s})
 	}
-	if follow {
-		err = c.readFrames(ctx, ns, a, stream, true, end, func(f *nomadapi.StreamFrame) {
-			var ls []string
-			ls, pending = splitLines(append(pending, f.Data...))
-			for _, l := range ls {
-				out(LogLine{Revision: rev, Instance: inst, Line: l})
-			}
-		})
-	}
-	if len(pending) > 0 && (tail > 0 || follow) {
-		out(LogLine{Revision: rev, Instance: inst, Line: string(pending)})
-	}
-	return err
+	l.pending = rest
+	return l, nil
+}
+
+// followLog streams what the instance writes after its tail until ctx ends.
+func (c *Client) followLog(ctx context.Context, ns string, l *instanceLog, out func(LogLine)) error {
+	return c.readFrames(ctx, ns, l.alloc, l.stream, true, l.end, func(f *nomadapi.StreamFrame) {
+		l.lines(f.Data, out)
+	})
 }
 
 // logSize is the size of all the log files of an instance's stream that Nomad keeps, -1
