@@ -133,6 +133,7 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 				return nil, err
 			}
 			hints = append(hints, fmt.Sprintf("curl -H 'Host: %s' http://%s/    # or: curl %s", host, d.listen, res.URL))
+			hints = append(hints, "rouse logs "+spec.Name+" -f    # its output, as requests arrive")
 		}
 		hints = append(hints, "rouse list", "rouse apply -f examples/autoscale/service.hcl -var bin=$PWD/bin")
 		return hints, nil
