@@ -172,13 +172,13 @@ func (c *Client) tailLog(ctx context.Context, ns string, stub *nomadapi.Allocati
 	if err != nil || end < 0 {
 		return nil, err
 	}
-	l := &instanceLog{alloc: a, stream: stream, rev: stub.JobID, inst: shortID(stub.ID), end: end}
+	l := &instanceLog{alloc: a, stream: stream, rev: stub.JobID, inst: short(stub.ID), end: end}
 	if tail == 0 || end == 0 {
 		return l, nil
 	}
 	start := max(0, end-tailBytes)
 	var buf []byte
-	err = c.readFrames(ctx, ns, a, stream, false, start, func(f *nomadapi.StreamFrame) {
+	err = c.readFrames(ctx, ns, a, stream, false, nomadapi.OriginStart, start, func(f *nomadapi.StreamFrame) {
 		buf = append(buf, f.Data...)
 	})
 	if err != nil {
@@ -198,7 +198,7 @@ func (c *Client) tailLog(ctx context.Context, ns string, stub *nomadapi.Allocati
 
 // followLog streams what the instance writes after its tail until ctx ends.
 func (c *Client) followLog(ctx context.Context, ns string, l *instanceLog, out func(LogLine)) error {
-	return c.readFrames(ctx, ns, l.alloc, l.stream, true, l.end, func(f *nomadapi.StreamFrame) {
+	return c.readFrames(ctx, ns, l.alloc, l.stream, true, nomadapi.OriginStart, l.end, func(f *nomadapi.StreamFrame) {
 		l.lines(f.Data, out)
 	})
 }
@@ -208,7 +208,7 @@ func (c *Client) followLog(ctx context.Context, ns string, l *instanceLog, out f
 func (c *Client) logSize(ctx context.Context, ns string, a *nomadapi.Allocation, stream string) (int64, error) {
 	files, _, err := c.nomad.AllocFS().List(a, "alloc/logs", c.qo(ctx, ns))
 	if err != nil {
-		if isGone(err) {
+		if isNotFound(err) {
 			return -1, nil
 		}
 		return 0, c.nomadErr(err, "read-logs", ns)
@@ -223,12 +223,13 @@ func (c *Client) logSize(ctx context.Context, ns string, a *nomadapi.Allocation,
 	return n, nil
 }
 
-// readFrames streams an instance's log from offset (from the start of its oldest log
-// file) into fn until it ends, or, following, until ctx does.
-func (c *Client) readFrames(ctx context.Context, ns string, a *nomadapi.Allocation, stream string, follow bool, offset int64, fn func(*nomadapi.StreamFrame)) error {
+// readFrames streams an instance's log from offset (counted from origin: the start of its
+// oldest log file, or the end of its newest) into fn until it ends, or, following, until
+// ctx does. A log that is gone reads as empty.
+func (c *Client) readFrames(ctx context.Context, ns string, a *nomadapi.Allocation, stream string, follow bool, origin string, offset int64, fn func(*nomadapi.StreamFrame)) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	frames, errc := c.nomad.AllocFS().Logs(a, follow, revmeta.Task, stream, nomadapi.OriginStart, offset, sctx.Done(), c.qo(sctx, ns))
+	frames, errc := c.nomad.AllocFS().Logs(a, follow, revmeta.Task, stream, origin, offset, sctx.Done(), c.qo(sctx, ns))
 	for {
 		select {
 		case f, ok := <-frames:
@@ -242,7 +243,7 @@ func (c *Client) readFrames(ctx context.Context, ns string, a *nomadapi.Allocati
 			if err == nil || ctx.Err() != nil {
 				continue
 			}
-			if isGone(err) {
+			if isNotFound(err) {
 				return nil
 			}
 			return c.nomadErr(err, "read-logs", ns)
@@ -252,12 +253,6 @@ func (c *Client) readFrames(ctx context.Context, ns string, a *nomadapi.Allocati
 	}
 }
 
-// isGone: the allocation (or its log) no longer exists, e.g. garbage-collected.
-func isGone(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "404") || strings.Contains(s, "not found")
-}
-
 // splitLines returns the complete lines of b and what follows the last newline.
 func splitLines(b []byte) ([]string, []byte) {
 	cut := bytes.LastIndexByte(b, '\n')
@@ -265,11 +260,4 @@ func splitLines(b []byte) ([]string, []byte) {
 		return nil, b
 	}
 	return strings.Split(string(b[:cut]), "\n"), append([]byte(nil), b[cut+1:]...)
-}
-
-func shortID(id string) string {
-	if len(id) > 8 {
-		return id[:8]
-	}
-	return id
 }

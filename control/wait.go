@@ -262,23 +262,9 @@ func (c *Client) logTail(ctx context.Context, ns, allocID string) string {
 }
 
 func (c *Client) readLog(ctx context.Context, ns string, a *nomadapi.Allocation, stream string) string {
-	frames, errs := c.nomad.AllocFS().Logs(a, false, revmeta.Task, stream, nomadapi.OriginEnd, 4096, ctx.Done(), c.qo(ctx, ns))
 	var b strings.Builder
-	for {
-		select {
-		case f, ok := <-frames:
-			if !ok {
-				return b.String()
-			}
-			if f != nil {
-				b.Write(f.Data)
-			}
-		case <-errs:
-			return b.String()
-		case <-ctx.Done():
-			return b.String()
-		}
-	}
+	_ = c.readFrames(ctx, ns, a, stream, false, nomadapi.OriginEnd, 4096, func(f *nomadapi.StreamFrame) { b.Write(f.Data) })
+	return b.String() // best effort: what was read before any error
 }
 
 func lastLines(s string, n int) string {
