@@ -471,15 +471,25 @@ func (s *Scaler) recheck(ctx context.Context, r *revision, need int, since time.
 	from := r.nomad
 	if up {
 		r.want = max(r.want, need)
-		r.last = kpa.Decision{Desired: r.want, Reason: kpa.Activate, Stable: r.last.Stable, PanicValue: float64(need)}
+		markActivated(r, int64(need))
 	}
 	s.mu.Unlock()
 	if !up {
 		return
 	}
-	s.metrics.activations.Inc()
 	s.log.Info("activating after an outside count change", zap.String("revision", r.key.ns+"/"+r.key.rev),
 		zap.Int("from", from), zap.Int("to", need))
+	s.scaleActivated(ctx, r, since)
+}
+
+// markActivated records on r (under s.mu) that its count was raised for held requests.
+func markActivated(r *revision, held int64) {
+	r.last = kpa.Decision{Desired: r.want, Reason: kpa.Activate, Stable: r.last.Stable, PanicValue: float64(held)}
+}
+
+// scaleActivated applies r's raised count and records the lag from the activation signal.
+func (s *Scaler) scaleActivated(ctx context.Context, r *revision, since time.Time) {
+	s.metrics.activations.Inc()
 	s.apply(ctx, r)
 	s.metrics.activationLag.Observe(s.clock.Now().Sub(since).Seconds())
 }
@@ -497,7 +507,7 @@ func (s *Scaler) onActivations(ctx context.Context, gw gateway, acts []gauges.Ac
 		}
 		r, from, up := s.table.activate(now, a)
 		if up {
-			r.last = kpa.Decision{Desired: r.want, Reason: kpa.Activate, Stable: r.last.Stable, PanicValue: float64(a.Held)}
+			markActivated(r, a.Held)
 		}
 		s.mu.Unlock()
 		if r == nil {
@@ -524,13 +534,9 @@ func (s *Scaler) onActivations(ctx context.Context, gw gateway, acts []gauges.Ac
 			}
 			continue
 		}
-		s.metrics.activations.Inc()
 		s.log.Info("activating", zap.String("revision", a.Namespace+"/"+a.Revision), zap.Int64("held", a.Held),
 			zap.Int("from", from), zap.String("gateway", gw.id))
-		wg.Go(func() {
-			s.apply(ctx, r)
-			s.metrics.activationLag.Observe(s.clock.Now().Sub(now).Seconds())
-		})
+		wg.Go(func() { s.scaleActivated(ctx, r, now) })
 	}
 	wg.Wait()
 }
