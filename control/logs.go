@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	nomadapi "github.com/hashicorp/nomad/api"
 
@@ -19,7 +20,7 @@ type LogOptions struct {
 	Revision string // "" = every revision of the service
 	Stderr   bool   // stderr instead of stdout
 	Tail     int    // lines per instance to start from (0: none; negative: 50)
-	Follow   bool   // keep streaming until ctx ends or every instance's task is gone
+	Follow   bool   // keep streaming, from instances that start later too, until ctx ends
 }
 
 // LogLine is one line of one instance's output.
@@ -35,7 +36,8 @@ const tailBytes = 64 << 10
 // Logs calls out with the output of a service's instances: the last Tail lines of each
 // (the running instances; for a revision with none, its newest instance, so that the
 // logs of one that failed or went to zero can still be read), then, with Follow, every new
-// line as it is written, from all of them at once. out is never called concurrently.
+// line as it is written, from all of them at once and from each instance that starts
+// later, until ctx ends. out is never called concurrently.
 func (c *Client) Logs(ctx context.Context, ns, svc string, o LogOptions, out func(LogLine)) error {
 	if o.Tail < 0 {
 		o.Tail = 50
@@ -85,7 +87,10 @@ func (c *Client) Logs(ctx context.Context, ns, svc string, o LogOptions, out fun
 		}
 		return nil
 	}
-	// Then every instance at once.
+	// Then every instance at once, and each one that starts while following: a service
+	// that scales from zero or gets a new revision keeps showing up until Ctrl-C.
+	fctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	var mu sync.Mutex
 	emit := func(l LogLine) {
 		mu.Lock()
@@ -93,18 +98,89 @@ func (c *Client) Logs(ctx context.Context, ns, svc string, o LogOptions, out fun
 		out(l)
 	}
 	var wg sync.WaitGroup
-	errs := make([]error, len(logs))
-	for i, l := range logs {
-		wg.Go(func() { errs[i] = c.followLog(ctx, ns, l, emit) })
+	follow := func(l *instanceLog) {
+		wg.Go(func() {
+			if err := c.followLog(fctx, ns, l, emit); err != nil {
+				stop(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			l.flush(out)
+		})
+	}
+	seen := make(map[string]bool, len(allocs))
+	for _, a := range allocs {
+		seen[a.ID] = true
+	}
+	for _, l := range logs {
+		follow(l)
+	}
+	if err := c.watchInstances(fctx, ns, svc, o.Revision, seen, func(a *nomadapi.AllocationListStub) {
+		follow(newInstanceLog(a, ns, stream, 0)) // new: all of its output is news
+	}); err != nil {
+		stop(err)
 	}
 	wg.Wait()
-	for _, l := range logs {
-		l.flush(out)
+	if err := context.Cause(fctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
 	}
-	if ctx.Err() != nil {
-		return nil // the user stopped following
+	return nil // the user stopped following
+}
+
+// watchInstances calls started with each running instance of the service (of rev, if set)
+// that is not in seen, as Nomad starts them, until ctx ends. It blocks on Nomad's
+// allocation list rather than polling.
+func (c *Client) watchInstances(ctx context.Context, ns, svc, rev string, seen map[string]bool, started func(*nomadapi.AllocationListStub)) error {
+	ours := map[string]bool{} // job ID → is a revision of svc
+	var idx uint64
+	for {
+		q := c.qo(ctx, ns)
+		q.WaitIndex, q.WaitTime = idx, 5*time.Minute
+		q.Filter = `ClientStatus == "running"`
+		stubs, meta, err := c.nomad.Allocations().List(q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return c.nomadErr(err, "read-job", ns)
+		}
+		idx = meta.LastIndex
+		fresh := newInstances(stubs, seen, rev)
+		for _, a := range fresh {
+			if _, known := ours[a.JobID]; !known { // a revision created while following
+				jobs, err := c.revisionJobs(ctx, ns, svc)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				for _, s := range fresh {
+					ours[s.JobID] = jobs[s.JobID] != nil
+				}
+				break
+			}
+		}
+		for _, a := range fresh {
+			if ours[a.JobID] {
+				seen[a.ID] = true
+				started(a)
+			}
+		}
 	}
-	return errors.Join(errs...)
+}
+
+// newInstances returns the running allocations not in seen (of job rev, if set), oldest
+// first.
+func newInstances(stubs []*nomadapi.AllocationListStub, seen map[string]bool, rev string) []*nomadapi.AllocationListStub {
+	var out []*nomadapi.AllocationListStub
+	for _, s := range stubs {
+		if s.ClientStatus == nomadapi.AllocClientStatusRunning && !seen[s.ID] && (rev == "" || s.JobID == rev) {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreateIndex < out[j].CreateIndex })
+	return out
 }
 
 // instancesToRead picks a revision's running allocations, or its newest one when none
@@ -142,6 +218,15 @@ type instanceLog struct {
 	pending   []byte
 }
 
+// newInstanceLog is the log of stub's instance from byte offset end on.
+func newInstanceLog(stub *nomadapi.AllocationListStub, ns, stream string, end int64) *instanceLog {
+	a := &nomadapi.Allocation{ID: stub.ID, Namespace: stub.Namespace, NodeID: stub.NodeID}
+	if a.Namespace == "" {
+		a.Namespace = ns
+	}
+	return &instanceLog{alloc: a, stream: stream, rev: stub.JobID, inst: short(stub.ID), end: end}
+}
+
 // flush emits the partial last line, if any.
 func (l *instanceLog) flush(out func(LogLine)) {
 	if len(l.pending) > 0 {
@@ -164,15 +249,13 @@ func (l *instanceLog) lines(data []byte, out func(LogLine)) {
 // once: the tail is read up to that point and followLog starts exactly there, so no line
 // written in between is lost or shown twice. nil: the instance or its logs are gone.
 func (c *Client) tailLog(ctx context.Context, ns string, stub *nomadapi.AllocationListStub, stream string, tail int, out func(LogLine)) (*instanceLog, error) {
-	a := &nomadapi.Allocation{ID: stub.ID, Namespace: stub.Namespace, NodeID: stub.NodeID}
-	if a.Namespace == "" {
-		a.Namespace = ns
-	}
-	end, err := c.logSize(ctx, ns, a, stream)
+	l := newInstanceLog(stub, ns, stream, 0)
+	end, err := c.logSize(ctx, ns, l.alloc, stream)
 	if err != nil || end < 0 {
 		return nil, err
 	}
-	l := &instanceLog{alloc: a, stream: stream, rev: stub.JobID, inst: short(stub.ID), end: end}
+	l.end = end
+	a := l.alloc
 	if tail == 0 || end == 0 {
 		return l, nil
 	}

@@ -42,3 +42,28 @@ func TestInstancesToRead(t *testing.T) {
 		t.Errorf("no allocations: %v", got)
 	}
 }
+
+func TestNewInstances(t *testing.T) {
+	stub := func(id, job, status string, idx uint64) *nomadapi.AllocationListStub {
+		return &nomadapi.AllocationListStub{ID: id, JobID: job, ClientStatus: status, CreateIndex: idx}
+	}
+	stubs := []*nomadapi.AllocationListStub{
+		stub("d", "web-00002", "running", 40), stub("a", "web-00001", "running", 10),
+		stub("c", "web-00001", "running", 30), stub("b", "web-00001", "complete", 20),
+	}
+	seen := map[string]bool{"a": true}
+	var got []string
+	for _, s := range newInstances(stubs, seen, "") {
+		got = append(got, s.ID)
+	}
+	if !reflect.DeepEqual(got, []string{"c", "d"}) {
+		t.Errorf("running and unseen, oldest first: got %v", got)
+	}
+	got = nil
+	for _, s := range newInstances(stubs, seen, "web-00002") {
+		got = append(got, s.ID)
+	}
+	if !reflect.DeepEqual(got, []string{"d"}) {
+		t.Errorf("only the revision asked for: got %v", got)
+	}
+}

@@ -18,7 +18,8 @@ func newLogsCmd(o *rootOptions) *cobra.Command {
 		Long: `Logs prints the last lines of each running instance of the service's revisions (for a
 revision with none running, of its newest instance: the one that failed or went to zero),
 each line prefixed with its revision and instance. With -f it keeps streaming new lines
-from all of them until Ctrl-C.`,
+from all of them, and from each instance that starts meanwhile (scale-up, a wake from
+zero, a new revision), until Ctrl-C.`,
 		Example: `  rouse logs hello
   rouse logs hello -f --revision hello-00002
   rouse logs hello --stderr --tail 200 -o json`,

@@ -800,23 +800,43 @@ func TestLogs(t *testing.T) {
 	}()
 	time.Sleep(500 * time.Millisecond) // let the stream open; a line before it would be the tail
 	get(t, "logs-00001")
-	deadline := time.After(20 * time.Second)
-	seen := false
-	for !seen {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("rouse logs -f ended before the request's line")
+	// next waits for a followed line that match accepts; it returns the line's instance.
+	next := func(what string, match func(inst, line string) bool) string {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("rouse logs -f ended before %s", what)
+				}
+				t.Logf("followed: %s", l)
+				f := strings.Fields(l)
+				if len(f) < 3 || f[0] != "logs-00001" {
+					t.Fatalf("want \"logs-00001 INSTANCE  LINE\", got %q", l)
+				}
+				if match(f[1], l) {
+					return f[1]
+				}
+			case <-deadline:
+				t.Fatalf("rouse logs -f did not show %s within 20s", what)
 			}
-			t.Logf("followed: %s", l)
-			if strings.Contains(l, "hello: listening") {
-				t.Errorf("--tail 0 must not print the backlog: %s", l)
-			}
-			seen = strings.HasPrefix(l, "logs-00001 ") && strings.HasSuffix(l, "GET /")
-		case <-deadline:
-			t.Fatal("rouse logs -f did not show the request made after it started within 20s")
 		}
 	}
+	first := next("the request made after it started", func(_, l string) bool {
+		if strings.Contains(l, "hello: listening") {
+			t.Errorf("--tail 0 must not print the backlog: %s", l)
+		}
+		return strings.HasSuffix(l, "GET /")
+	})
+	// An instance that starts while following (as when the scaler adds one, or wakes the
+	// revision from zero) shows up too, from its first line.
+	if _, _, err := cluster.Nomad.Jobs().Scale("logs-00001", "app", ptrInt(2), "test", false, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	next("the startup line of an instance added while following", func(inst, l string) bool {
+		return inst != first && strings.Contains(l, "hello: listening")
+	})
 	_ = cmd.Process.Signal(os.Interrupt)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("rouse logs -f on Ctrl-C: %v, want exit 0", err)
