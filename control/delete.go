@@ -19,9 +19,10 @@ type DeleteResult struct {
 	Warnings  []string `json:"warnings,omitempty"`
 }
 
-// Delete removes a service: its record first (the gateway stops routing at once), then
-// every revision job (purged) and revision config, and waits (up to wait) until Consul no
-// longer lists any of its instances. Re-running it after an interruption finishes the job.
+// Delete removes a service: its record first, then, once every gateway has dropped the
+// route (awaitGateways), every revision job (purged) and revision config, and waits (up to
+// wait) until Consul no longer lists any of its instances. Re-running it after an
+// interruption finishes the job.
 func (c *Client) Delete(ctx context.Context, ns, svc string, wait time.Duration, progress func(Event)) (*DeleteResult, error) {
 	if wait <= 0 {
 		wait = DefaultWait
@@ -56,6 +57,9 @@ func (c *Client) Delete(ctx context.Context, ns, svc string, wait time.Duration,
 	emit(progress, StageRoute, "", "Removing route…")
 	if err := c.store.DeleteService(ctx, ns, svc); err != nil {
 		return nil, c.consulErr(err, "key:write", store.ServiceKey(ns, svc))
+	}
+	if rec != nil { // instances are stopped only once the gateways no longer send them requests
+		res.Warnings = append(res.Warnings, c.deletedRouteWarnings(ctx, ns, svc)...)
 	}
 	for _, rev := range revs {
 		emit(progress, StageClean, rev, "Removing revision %s…", rev)

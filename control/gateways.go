@@ -17,22 +17,18 @@ import (
 const DefaultGatewayWait = 10 * time.Second
 
 // awaitGateways waits until every passing gateway serves a route table at least as new as
-// the service record's last write, so that the URL printed next is served with the new
-// route (Knative's "route ready"). Gateways publish the KV index of the table they serve
-// in their Consul service meta. It returns a warning naming the gateways that still lag
-// after the wait; with no gateway registered, or a token that cannot read them, there is
-// nothing to wait for.
-func (c *Client) awaitGateways(ctx context.Context, ns, svc string) string {
-	if c.gatewayWait <= 0 {
+// the KV index want (the write that changed the route), so that the URL printed next is
+// served with the new route (Knative's "route ready"), and a deleted service's instances
+// are stopped only once no gateway sends them requests. Gateways publish the KV index of
+// the table they serve in their Consul service meta. It returns a warning naming the
+// gateways that still lag after the wait; with no gateway registered, or a token that
+// cannot read them, there is nothing to wait for.
+func (c *Client) awaitGateways(ctx context.Context, want uint64) string {
+	if c.gatewayWait <= 0 || want == 0 {
 		return ""
 	}
 	wctx, cancel := context.WithTimeout(ctx, c.gatewayWait)
 	defer cancel()
-	pair, _, err := c.consul.KV().Get(store.ServiceKey(ns, svc), (&consulapi.QueryOptions{}).WithContext(wctx))
-	if err != nil || pair == nil {
-		return ""
-	}
-	want := pair.ModifyIndex
 	var lagging []string
 	var idx uint64
 	for {
@@ -60,14 +56,32 @@ func (c *Client) awaitGateways(ctx context.Context, ns, svc string) string {
 		idx = meta.LastIndex
 	}
 	sort.Strings(lagging)
-	return "gateway(s) " + strings.Join(lagging, ", ") + " did not load the new route within " + c.gatewayWait.String() + "; they serve the previous one until they catch up"
+	return "gateway(s) " + strings.Join(lagging, ", ") + " did not load the route change within " + c.gatewayWait.String() + "; they serve the previous one until they catch up"
 }
 
-// routeWarnings waits for the gateways (awaitGateways) and returns its warning, if any,
-// as a list for a result's Warnings.
+// routeWarnings waits for the gateways to serve the service's current record
+// (awaitGateways) and returns its warning, if any, as a list for a result's Warnings.
 func (c *Client) routeWarnings(ctx context.Context, ns, svc string) []string {
-	if w := c.awaitGateways(ctx, ns, svc); w != "" {
-		return []string{w}
+	pair, _, err := c.consul.KV().Get(store.ServiceKey(ns, svc), (&consulapi.QueryOptions{}).WithContext(ctx))
+	if err != nil || pair == nil {
+		return nil
 	}
-	return nil
+	return warning(c.awaitGateways(ctx, pair.ModifyIndex))
+}
+
+// deletedRouteWarnings is routeWarnings after the service's record was deleted: the
+// index to wait for is its tombstone's, which a listing of the key reports.
+func (c *Client) deletedRouteWarnings(ctx context.Context, ns, svc string) []string {
+	_, meta, err := c.consul.KV().Keys(store.ServiceKey(ns, svc), "", (&consulapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil
+	}
+	return warning(c.awaitGateways(ctx, meta.LastIndex))
+}
+
+func warning(w string) []string {
+	if w == "" {
+		return nil
+	}
+	return []string{w}
 }

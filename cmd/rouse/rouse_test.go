@@ -737,7 +737,7 @@ func TestRouteWaitsForGateways(t *testing.T) {
 	start = time.Now()
 	r = mustRouse(t, "traffic", "gwwait", "--tag", "gwwait-00001=two")
 	took = time.Since(start)
-	if !strings.Contains(r.stderr, "Warning: gateway(s) fake-gw did not load the new route within 10s") {
+	if !strings.Contains(r.stderr, "Warning: gateway(s) fake-gw did not load the route change within 10s") {
 		t.Errorf("want a warning naming fake-gw: %s", r)
 	}
 	if took < 10*time.Second || took > 20*time.Second {
@@ -749,6 +749,43 @@ func TestRouteWaitsForGateways(t *testing.T) {
 	}
 	if !tagged {
 		t.Errorf("the route must be written despite the lagging gateway: %+v", record(t, "gwwait").Route)
+	}
+
+	// delete stops the instances only after the gateway has dropped the route.
+	fake(record(t, "gwwait").ModifyIndex())
+	cur, _, err := cluster.Consul.KV().Get(key, nil)
+	if err != nil || cur == nil {
+		t.Fatalf("read %s: %v", key, err)
+	}
+	go func() {
+		p, meta, err := cluster.Consul.KV().Get(key, &consulapi.QueryOptions{WaitIndex: cur.ModifyIndex, WaitTime: 30 * time.Second})
+		if err == nil && p != nil {
+			err = fmt.Errorf("%s was not deleted", key)
+		}
+		if err != nil {
+			loaded <- err
+			return
+		}
+		time.Sleep(lag)
+		jobs, _, err := cluster.Nomad.Jobs().PrefixList("gwwait-")
+		running := false
+		for _, j := range jobs {
+			running = running || (j.ID == "gwwait-00001" && !j.Stop)
+		}
+		if err == nil && !running {
+			err = fmt.Errorf("the revision's job was stopped before the gateway dropped the route")
+		}
+		fake(meta.LastIndex)
+		loaded <- err
+	}()
+	start = time.Now()
+	r = mustRouse(t, "delete", "gwwait")
+	took = time.Since(start)
+	if err := <-loaded; err != nil {
+		t.Error(err)
+	}
+	if took < lag || strings.Contains(r.stderr, "Warning") {
+		t.Errorf("delete took %v (want ≥ %v, the gateway's lag) with no warning: %s", took, lag, r)
 	}
 }
 
