@@ -1,4 +1,4 @@
-// Package gateway is rouse's public edge: one fasthttp hop between clients and app
+// Package gateway is rouse's public edge: one hop between clients and app
 // instances. It routes by host and tag with a weighted split, holds requests for a
 // revision with no ready instance while it wakes (and tells scalers at once), enforces
 // per-instance concurrency with a bounded FIFO queue, and serves gauges, activations and
@@ -68,6 +68,10 @@ type Gateway struct {
 	hjMu      sync.Mutex
 	hjConns   map[net.Conn]struct{}
 	runOnce   atomic.Bool
+
+	fast     fastConns        // connections on the raw fast path
+	fastBufs sync.Pool        // of *fastBufs
+	handoff  *handoffListener // where the fast path hands connections to fasthttp
 }
 
 // routing is one immutable table with its revisions' live state, index-aligned with
@@ -115,6 +119,8 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Register {
 		g.peers = watch.NewPeers(cfg.Consul, g.log, g.clk, func() { g.metrics.watchErrors.WithLabelValues("peers").Inc() })
 	}
+	g.fast.conns = map[*fastConn]struct{}{}
+	g.handoff = newHandoffListener(g.pubLn.Addr())
 	g.public = g.newPublicServer()
 	g.admin = g.newAdminServer()
 	return g, nil
@@ -161,9 +167,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() { defer bg.Done(); g.peers.Run(watchCtx) }()
 	}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- g.admin.Serve(g.admLn) }()
-	go func() { errc <- g.public.Serve(g.pubLn) }()
+	go func() { errc <- g.public.Serve(g.handoff) }()
+	go func() { errc <- g.serveFast(g.pubLn) }()
 	g.log.Info("gateway serving", zap.String("id", g.id), zap.String("public", g.PublicAddr()), zap.String("admin", g.AdminAddr()), zap.String("domain", g.cfg.Domain))
 	if g.cfg.Register {
 		var sent uint64
@@ -200,9 +207,15 @@ func (g *Gateway) drain() {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
 	defer cancel()
 	done := make(chan struct{})
+	g.pubLn.Close()
+	fastDone := g.fast.drain(false)
 	go func() {
 		defer close(done)
 		_ = g.public.ShutdownWithContext(ctx)
+		select {
+		case <-fastDone:
+		case <-ctx.Done():
+		}
 		for g.hijacked.Load() > 0 && ctx.Err() == nil { // fasthttp does not track hijacked connections
 			t := g.clk.NewTimer(50 * time.Millisecond)
 			select {
@@ -218,6 +231,7 @@ func (g *Gateway) drain() {
 		g.log.Warn("drain timeout: abandoning in-flight requests", zap.Duration("timeout", g.cfg.DrainTimeout))
 		close(g.drainHard)
 		g.closeHijacked()
+		g.fast.drain(true)
 		select {
 		case <-done:
 		case <-time.After(2 * time.Second):
@@ -247,10 +261,15 @@ func (g *Gateway) update(ctx context.Context) {
 	if g.peers != nil {
 		peers = g.peers.Changed()
 	}
+	sweep := g.clk.NewTimer(maxIdleUp)
+	defer func() { sweep.Stop() }()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-sweep.C():
+			g.sweepIdle()
+			sweep = g.clk.NewTimer(maxIdleUp)
 		case <-g.kv.Changed():
 			g.applyKV()
 		case <-g.eps.Changed():

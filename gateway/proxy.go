@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -136,13 +137,17 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		g.reject(ctx, nil, start, fasthttp.StatusBadRequest, "", "conflicting_framing", "rouse: request has both Content-Length and Transfer-Encoding\n")
 		return
 	}
-	tgt := route.Pick(rand.Uint32())
-	if tgt == nil {
-		g.reject(ctx, nil, start, fasthttp.StatusServiceUnavailable, "", "no_target", "rouse: service "+route.Namespace+"/"+route.Service+" has no revision with a traffic share\n")
-		return
+	rev := takePinned(ctx.Conn())
+	if rev == nil || !slices.Contains(rt.revs, rev) {
+		tgt := route.Pick(rand.Uint32())
+		if tgt == nil {
+			g.reject(ctx, nil, start, fasthttp.StatusServiceUnavailable, "", "no_target", "rouse: service "+route.Namespace+"/"+route.Service+" has no revision with a traffic share\n")
+			return
+		}
+		rev = rt.revs[tgt.Index]
 	}
 	x := g.getExchange()
-	x.ctx, x.rev, x.route, x.start, x.extended = ctx, rt.revs[tgt.Index], route, start, start
+	x.ctx, x.rev, x.route, x.start, x.extended = ctx, rev, route, start, start
 	if isUpgrade(&ctx.Request.Header) {
 		g.upgrade(x)
 		return
@@ -369,6 +374,10 @@ func (g *Gateway) reject(ctx *fasthttp.RequestCtx, rev *revision, start time.Tim
 }
 
 func (g *Gateway) logAccess(ctx *fasthttp.RequestCtx, route *table.Route, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
+	g.logAccessRaw(ctx.Host(), ctx.Method(), ctx.RequestURI(), ctx.RemoteAddr(), route, rev, in, status, n, d, cold, werr)
+}
+
+func (g *Gateway) logAccessRaw(host, method, uri []byte, remote net.Addr, route *table.Route, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
 	ce := g.access.Check(zap.InfoLevel, "request")
 	if ce == nil {
 		return
@@ -379,13 +388,13 @@ func (g *Gateway) logAccess(ctx *fasthttp.RequestCtx, route *table.Route, rev *r
 	}
 	defer func() { clear(*fp); *fp = (*fp)[:0]; g.fields.Put(fp) }()
 	fields := append((*fp)[:0],
-		zap.ByteString("host", ctx.Host()),
-		zap.ByteString("method", ctx.Method()),
-		zap.ByteString("uri", ctx.RequestURI()),
+		zap.ByteString("host", host),
+		zap.ByteString("method", method),
+		zap.ByteString("uri", uri),
 		zap.Int("status", status),
 		zap.Int64("bytes", n),
 		zap.Duration("duration", d),
-		zap.Stringer("remote", ctx.RemoteAddr()),
+		zap.Stringer("remote", remote),
 	)
 	if rev != nil {
 		fields = append(fields, zap.String("namespace", rev.ns), zap.String("revision", rev.name))

@@ -37,7 +37,9 @@ func TestRoutesIndexPublishRetries(t *testing.T) {
 		}
 		fwd.ServeHTTP(w, r)
 	}))
-	defer proxy.Close()
+	// Closed after the gateway stops (cleanups run last-in first-out): Close waits for the
+	// gateway's long polls through the proxy, which end only with the gateway.
+	t.Cleanup(proxy.Close)
 	viaProxy, err := consulapi.NewClient(&consulapi.Config{Address: proxy.URL, Token: cluster.ConsulToken})
 	if err != nil {
 		t.Fatal(err)

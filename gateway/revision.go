@@ -49,8 +49,9 @@ type revision struct {
 type backend struct {
 	id, addr  string
 	hc        *fasthttp.HostClient
-	probePath string // under revision.mu
-	status    string // Consul's view, under revision.mu
+	raw       rawPool // the fast path's kept-alive connections
+	probePath string  // under revision.mu
+	status    string  // Consul's view, under revision.mu
 	// seenPassing: Consul reported it passing at least once. Until then a good probe of
 	// our own makes it routable; afterwards only Consul decides.
 	seenPassing bool
@@ -141,6 +142,9 @@ func (r *revision) applyEndpointsLocked(svc *watch.Service) {
 			seen[ep.ID] = true
 			in := r.backends[ep.ID]
 			if in == nil || in.Backend.addr != ep.Addr {
+				if in != nil {
+					in.Backend.raw.closeIdle()
+				}
 				in = balance.NewInstance(ep.ID, r.g.newBackend(ep.ID, ep.Addr))
 				r.backends[ep.ID] = in
 			}
@@ -157,6 +161,7 @@ func (r *revision) applyEndpointsLocked(svc *watch.Service) {
 	}
 	for id := range r.backends {
 		if !seen[id] {
+			r.backends[id].Backend.raw.closeIdle()
 			delete(r.backends, id) // gone from Consul: no new request from now on
 		}
 	}
@@ -247,6 +252,9 @@ func hash32(s string) uint32 {
 func (r *revision) retire() {
 	r.mu.Lock()
 	r.retired = true
+	for _, in := range r.backends {
+		in.Backend.raw.closeIdle()
+	}
 	r.mu.Unlock()
 	r.pool.SetInstances(nil)
 	r.pool.FailAll()

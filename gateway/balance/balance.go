@@ -155,6 +155,15 @@ func (p *Pool[B]) Acquire() (inst *Instance[B], w *Waiter[B], held int, err erro
 	return nil, w, held, nil
 }
 
+// TryAcquire takes a slot on the least loaded instance with room, only when nobody
+// waits (FIFO order stays); nil otherwise, and nothing is queued.
+func (p *Pool[B]) TryAcquire() *Instance[B] {
+	if p.nwait.Load() != 0 {
+		return nil
+	}
+	return p.pick()
+}
+
 // Cancel takes w out of the queue (its deadline passed). If w was served meanwhile the
 // instance it got is returned and the caller owns that slot.
 func (p *Pool[B]) Cancel(w *Waiter[B]) *Instance[B] {

@@ -1,0 +1,120 @@
+package gateway_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/internal/store"
+)
+
+// counter reads one unlabelled counter from the gateway's /metrics.
+func counter(t *testing.T, g *gateway.Gateway, name string) int {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(adminGet(t, g, "/metrics"))
+	if m == nil {
+		t.Fatalf("no %s in /metrics", name)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return int(v)
+}
+
+// Plain requests take the raw fast path: keep-alive, pipelining, small bodies, HEAD,
+// chunked responses, header rewriting; the first request it does not take hands the
+// connection to the general path, which serves it and what follows.
+func TestFastPath(t *testing.T) {
+	sharedRevisions(t)
+	setRoute(t, "shared", store.RouteTarget{Revision: "shared-00001", Percent: 100})
+	g := startGateway(t, nil)
+	waitReady(t, g, "shared-00001", 1)
+	const fast, handoffs = "rouse_gateway_fast_path_requests_total", "rouse_gateway_general_path_handoffs_total"
+
+	c, err := net.Dial("tcp", g.PublicAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	read := func(method string) *http.Response {
+		t.Helper()
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body = io.NopCloser(strings.NewReader(string(b)))
+		return resp
+	}
+	body := func(r *http.Response) string { b, _ := io.ReadAll(r.Body); return string(b) }
+	hostHdr := "Host: " + host("shared") + "\r\n"
+
+	// Keep-alive, then three pipelined requests in one write, answered in order.
+	for i := 0; i < 20; i++ {
+		fmt.Fprintf(c, "GET /?i=%d HTTP/1.1\r\n%s\r\n", i, hostHdr)
+		if r := read("GET"); r.StatusCode != 200 || r.Header.Get("X-Revision") != "shared-00001" {
+			t.Fatalf("request %d: %d %v", i, r.StatusCode, r.Header)
+		}
+	}
+	fmt.Fprintf(c, "POST /count HTTP/1.1\r\n%sContent-Length: 5\r\n\r\nhelloHEAD / HTTP/1.1\r\n%s\r\nGET /stream?size=100000 HTTP/1.1\r\n%s\r\n", hostHdr, hostHdr, hostHdr)
+	if r := read("POST"); body(r) != "5\n" {
+		t.Fatalf("small body: %d %q", r.StatusCode, body(r))
+	}
+	if r := read("HEAD"); r.StatusCode != 200 || body(r) != "" {
+		t.Fatalf("HEAD: %d %q", r.StatusCode, body(r))
+	}
+	r := read("GET")
+	if b := body(r); len(b) != 100000 || strings.Trim(b, "x") != "" || len(r.TransferEncoding) == 0 {
+		t.Fatalf("chunked download: %d bytes, transfer encoding %v", len(b), r.TransferEncoding)
+	}
+	// Hop-by-hop request headers go; X-Forwarded-* are set.
+	fmt.Fprintf(c, "GET /headers HTTP/1.1\r\n%sKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic Zm9v\r\nX-Forwarded-For: 203.0.113.7\r\nX-Keep: yes\r\n\r\n", hostHdr)
+	b := body(read("GET"))
+	for _, bad := range []string{"Keep-Alive", "Te:", "Proxy-Authorization"} {
+		if strings.Contains(b, bad) {
+			t.Errorf("%q reached the instance:\n%s", bad, b)
+		}
+	}
+	for _, want := range []string{"GET /headers HTTP/1.1", "X-Keep: yes", "X-Forwarded-For: 203.0.113.7, 127.0.0.1", "X-Forwarded-Proto: http\n", "X-Forwarded-Host: " + host("shared")} {
+		if !strings.Contains(b, want) {
+			t.Errorf("instance did not get %q:\n%s", want, b)
+		}
+	}
+	if n, h := counter(t, g, fast), counter(t, g, handoffs); n != 24 || h != 0 {
+		t.Fatalf("fast path served %d (want 24), handed off %d (want 0)", n, h)
+	}
+
+	// A chunked upload is the general path's: the connection moves there for good.
+	fmt.Fprintf(c, "POST /count HTTP/1.1\r\n%sTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n%s\r\n", hostHdr, hostHdr)
+	if r := read("POST"); body(r) != "3\n" {
+		t.Fatalf("chunked upload: %d %q", r.StatusCode, body(r))
+	}
+	if r := read("GET"); r.StatusCode != 200 {
+		t.Fatalf("after the handoff: %d", r.StatusCode)
+	}
+	if n, h := counter(t, g, fast), counter(t, g, handoffs); n != 24 || h != 1 {
+		t.Fatalf("after a chunked upload: fast path served %d (want 24), handed off %d (want 1)", n, h)
+	}
+
+	// Connection: close is honoured.
+	out, closed := raw(t, g.PublicAddr(), "GET / HTTP/1.1\r\n"+hostHdr+"Connection: close\r\n\r\n", 2*time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 200") || !strings.Contains(out, "Connection: close") || !closed {
+		t.Fatalf("Connection: close: closed=%v\n%s", closed, out)
+	}
+	// Unknown hosts are answered by the general path.
+	out, _ = raw(t, g.PublicAddr(), "GET / HTTP/1.1\r\nHost: nobody.default.localhost\r\n\r\n", 500*time.Millisecond)
+	if !strings.HasPrefix(out, "HTTP/1.1 404") {
+		t.Fatalf("unknown host:\n%s", out)
+	}
+}
