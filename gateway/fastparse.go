@@ -35,15 +35,13 @@ func (fc *fastConn) parse() bool {
 	off := eol + 2
 	sawCL := false
 	for off < len(head) {
-		eol = bytes.Index(head[off:], crlf)
-		line = head[off : off+eol]
 		start := off
-		off += eol + 2
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
+		var name, value []byte
+		var ok bool
+		line, name, value, off, ok = headerAt(head, off)
+		if !ok {
 			return false // also obs-fold (a line starting with a space)
 		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
 		for _, b := range value {
 			if (b < ' ' && b != '\t') || b == 0x7f {
 				return false
@@ -124,6 +122,18 @@ func (fc *fastConn) parse() bool {
 }
 
 var crlf = []byte("\r\n")
+
+// headerAt splits the header line at head[off:] (head's lines each end in CRLF) and
+// returns the offset of the next. ok is false when the name is not a token.
+func headerAt(head []byte, off int) (line, name, value []byte, next int, ok bool) {
+	eol := bytes.Index(head[off:], crlf)
+	line = head[off : off+eol]
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !isToken(line[:colon]) {
+		return line, nil, nil, off + eol + 2, false
+	}
+	return line, line[:colon], trimOWS(line[colon+1:]), off + eol + 2, true
+}
 
 // connectionOnly reports whether a Connection header carries only close and keep-alive.
 func connectionOnly(v []byte, close *bool) bool {

@@ -207,15 +207,13 @@ func (uc *upConn) parseHead() error {
 	var conn []byte
 	clLine := [2]int{-1, -1}
 	for off < len(head) {
-		eol = bytes.Index(head[off:], crlf)
-		line = head[off : off+eol]
 		start := off
-		off += eol + 2
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
+		var name, value []byte
+		var ok bool
+		line, name, value, off, ok = headerAt(head, off)
+		if !ok {
 			return errUpstreamProtocol
 		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
 		drop := false
 		switch {
 		case hopByHop(name):
@@ -258,11 +256,9 @@ func (uc *upConn) parseHead() error {
 		// Headers the Connection header names are hop-by-hop too.
 		off = bytes.Index(head, crlf) + 2
 		for off < len(head) {
-			eol = bytes.Index(head[off:], crlf)
-			line = head[off : off+eol]
 			start := off
-			off += eol + 2
-			name, _, _ := bytes.Cut(line, []byte(":"))
+			var name []byte
+			line, name, _, off, _ = headerAt(head, off) // every name was checked above
 			if tokenListHas(conn, name) && !bytes.EqualFold(name, []byte("Connection")) {
 				uc.drop = append(uc.drop, [2]int{uc.r + start, uc.r + start + len(line) + 2})
 			}
