@@ -50,6 +50,9 @@ type fastConn struct {
 	ip     []byte // the client address as X-Forwarded-For gets it
 	pinned *revision
 	req    rawRequest
+	// idleAt is when the last response ended: the next idle deadline is counted from it
+	// rather than from another clock read.
+	idleAt time.Time
 }
 
 // rawRequest is what the fast path knows of a request; byte slices point into buf.
@@ -86,7 +89,7 @@ func (g *Gateway) serveFast(ln net.Listener) error {
 			return err
 		}
 		if g.fast.n.Load() >= int64(g.cfg.MaxConns) {
-			_, _ = c.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 33\r\nConnection: close\r\n\r\nrouse: too many open connections\n"))
+			_, _ = c.Write(closingResponse(503, "rouse: too many open connections\n"))
 			c.Close()
 			continue
 		}
@@ -206,7 +209,11 @@ func (fc *fastConn) readHead() bool {
 			fc.w = copy(fc.buf, fc.buf[fc.r:fc.w])
 			fc.r = 0
 		}
-		now := g.clk.Now()
+		now := fc.idleAt
+		if now.IsZero() || fc.w > fc.r {
+			now = g.clk.Now()
+		}
+		fc.idleAt = time.Time{}
 		if fc.w > fc.r {
 			// Part of a head arrived: the rest must come within ReadTimeout (slowloris).
 			if first.IsZero() {
@@ -324,7 +331,19 @@ func (fc *fastConn) readBody() (bool, fastResult) {
 func (fc *fastConn) timedOut() {
 	fc.g.metrics.rejected.WithLabelValues("read_timeout").Inc()
 	fc.pushWriteDeadline()
-	_, _ = fc.c.Write([]byte("HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 36\r\nConnection: close\r\n\r\nrouse: request not received in time\n"))
+	_, _ = fc.c.Write(closingResponse(408, msgReadTimeout))
+}
+
+// msgReadTimeout is the 408's body on both paths.
+const msgReadTimeout = "rouse: request not received in time\n"
+
+// closingResponse is a plain-text answer after which the connection closes.
+func closingResponse(status int, msg string) []byte {
+	out := append([]byte("HTTP/1.1 "), strconv.Itoa(status)...)
+	out = append(append(out, ' '), fasthttp.StatusMessage(status)...)
+	out = append(out, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	out = strconv.AppendInt(out, int64(len(msg)), 10)
+	return append(append(out, "\r\nConnection: close\r\n\r\n"...), msg...)
 }
 
 // forward sends the request to in and relays the answer. It owns in's slot.
@@ -367,7 +386,7 @@ func (fc *fastConn) forward(route *table.Route, rev *revision, in *balance.Insta
 	var err error
 	for attempt := 0; ; attempt++ {
 		reused := false
-		uc, reused, err = b.raw.get(g, b.addr, deadline)
+		uc, reused, err = b.raw.get(g, b.addr, start, deadline)
 		if err != nil {
 			// Nothing was sent: the general path tries another instance or holds.
 			rev.pool.Release(in)
@@ -396,15 +415,17 @@ func (fc *fastConn) forward(route *table.Route, rev *revision, in *balance.Insta
 
 	// The response head, rewritten: hop-by-hop headers go.
 	status, n, werr, reuse := fc.relay(uc, req.method)
+	end := g.clk.Now()
 	if reuse {
-		b.raw.put(uc, g.clk.Now())
+		b.raw.put(uc, end)
 	} else {
 		uc.c.Close()
 	}
 	rev.pool.Release(in)
 	fc.consume()
 	g.metrics.fastPath.Inc()
-	d := g.clk.Now().Sub(start)
+	fc.idleAt = end
+	d := end.Sub(start)
 	rev.count(status, d)
 	g.logAccessRaw(req.host, req.method, req.uri, fc.c.RemoteAddr(), route, rev, in, status, n, d, 0, werr)
 	if werr != nil || req.close {

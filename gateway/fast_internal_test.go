@@ -155,6 +155,10 @@ func TestRelayResponses(t *testing.T) {
 			"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", true},
 		{"connection close", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
 			"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", false},
+		{"close token", "GET", "HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\nx",
+			"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", false},
+		{"a header named like close", "GET", "HTTP/1.1 200 OK\r\nConnection: X-Closer\r\nX-Closer: 1\r\nContent-Length: 1\r\n\r\nx",
+			"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", true},
 	} {
 		got, _, reuse, err := relayed(t, c.method, c.resp)
 		if err != nil || got != c.want || reuse != c.reuse {

@@ -118,3 +118,47 @@ func TestFastPath(t *testing.T) {
 		t.Fatalf("unknown host:\n%s", out)
 	}
 }
+
+// MaxConns bounds open client connections: one more is answered 503 and closed; when one
+// closes, a new one is served.
+func TestConnectionLimit(t *testing.T) {
+	sharedRevisions(t)
+	setRoute(t, "shared", store.RouteTarget{Revision: "shared-00001", Percent: 100})
+	g := startGateway(t, func(c *gateway.Config) { c.MaxConns = 2 })
+	waitReady(t, g, "shared-00001", 1)
+	const get = "GET / HTTP/1.1\r\nHost: shared.default.localhost\r\n\r\n"
+	var open []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", g.PublicAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, get); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("connection %d: %v %v", len(open)+1, resp, err)
+		}
+		resp.Body.Close()
+		open = append(open, c)
+	}
+	out, closed := raw(t, g.PublicAddr(), get, 3*time.Second)
+	if !closed || !strings.HasPrefix(out, "HTTP/1.1 503 ") || !strings.HasSuffix(out, "\r\n\r\nrouse: too many open connections\n") {
+		t.Fatalf("third connection: closed=%v %q", closed, out)
+	}
+	open[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ = raw(t, g.PublicAddr(), "GET / HTTP/1.1\r\nHost: shared.default.localhost\r\nConnection: close\r\n\r\n", 3*time.Second)
+		if strings.HasPrefix(out, "HTTP/1.1 200 ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after one closed, a new connection got %q", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -270,10 +270,13 @@ func TestHostileInput(t *testing.T) {
 		defer c.Close()
 		start := time.Now()
 		closedAt := make(chan time.Duration, 1)
+		var answer []byte // read before closedAt is sent: safe to look at after it
 		go func() {
 			buf := make([]byte, 512)
 			for {
-				if _, err := c.Read(buf); err != nil {
+				n, err := c.Read(buf)
+				answer = append(answer, buf[:n]...)
+				if err != nil {
 					closedAt <- time.Since(start)
 					return
 				}
@@ -304,6 +307,9 @@ func TestHostileInput(t *testing.T) {
 		}
 		if took > 2*time.Second {
 			t.Fatalf("slow client cut after %s, want ≈1s", took)
+		}
+		if !strings.HasPrefix(string(answer), "HTTP/1.1 408 Request Timeout\r\n") || !strings.HasSuffix(string(answer), "\r\n\r\nrouse: request not received in time\n") {
+			t.Fatalf("slow client got %q, want a 408 with rouse's reason", answer)
 		}
 		t.Logf("slow client cut off after %s", took.Round(time.Millisecond))
 		// Slow body: headers complete, body stalls mid-way.

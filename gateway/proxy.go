@@ -85,7 +85,7 @@ func (g *Gateway) serveError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &small):
 		status, reason, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "header_too_large", "rouse: request headers too large\n"
 	case errors.As(err, &nerr) && nerr.Timeout():
-		status, reason, msg = fasthttp.StatusRequestTimeout, "read_timeout", "rouse: request not received in time\n"
+		status, reason, msg = fasthttp.StatusRequestTimeout, "read_timeout", msgReadTimeout
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		status, reason, msg = fasthttp.StatusRequestEntityTooLarge, "body_too_large", "rouse: request body too large\n"
 	}

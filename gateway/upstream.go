@@ -60,8 +60,9 @@ type idleConn struct {
 // keep-alive connections after a few seconds; Go's default is never, Node's 5 s).
 const maxIdleUp = 4 * time.Second
 
-func (p *rawPool) get(g *Gateway, addr string, deadline time.Time) (*upConn, bool, error) {
-	now := g.clk.Now()
+// get returns a kept-alive connection (reused true) or dials one; now is the request's
+// start (a clock read per request saved).
+func (p *rawPool) get(g *Gateway, addr string, now, deadline time.Time) (*upConn, bool, error) {
 	p.mu.Lock()
 	for len(p.idle) > 0 {
 		ic := p.idle[len(p.idle)-1]
@@ -220,9 +221,7 @@ func (uc *upConn) parseHead() error {
 			drop = true
 			if len(name) == 10 && bytes.EqualFold(name, []byte("Connection")) {
 				conn = value
-				if bytes.Contains(bytes.ToLower(value), []byte("close")) {
-					uc.connClose = true
-				}
+				uc.connClose = tokenListHas(value, []byte("close"))
 			}
 		case len(name) == 14 && bytes.EqualFold(name, []byte("Content-Length")):
 			n, ok := parseLength(value)

@@ -5,6 +5,9 @@
 #   rouse    wrk → rouse gateway → backend   (routes and endpoints from a Consul dev agent)
 #   nginx    wrk → nginx (1 worker, keepalive upstream) → backend
 #
+# nginx sets the same X-Forwarded-For/-Proto/-Host headers rouse sets, so the backend parses
+# the same request from both.
+#
 # Each configuration is measured ROUNDS times, interleaved so drift hits all three alike,
 # and the medians are printed with the ratios and the gateway's peak RSS. Two shapes:
 # "load" (CONNS connections, throughput) and "1-conn" (one connection: the latency a hop
@@ -100,6 +103,8 @@ http {
       proxy_set_header Connection "";
       proxy_set_header Host \$host;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
     }
   }
 }
@@ -160,6 +165,11 @@ for conns in "$CONNS" 1; do
   awk -v d="$d" -v g="$g" -v x="$x" -v dp="$dp" -v gp="$gp" -v xp="$xp" 'BEGIN {
     printf "ratios: rouse/direct %.2f  nginx/direct %.2f  rouse/nginx %.2f   added p50: rouse %+.3f ms  nginx %+.3f ms\n",
       g / d, x / d, g / x, gp - dp, xp - dp }'
+  # Paired: rouse and nginx run back to back in each round, so their ratio is less exposed
+  # to the machine's drift between rounds than the ratio of medians.
+  paste -d' ' "$work/rouse.$conns" "$work/nginx.$conns" | awk '{ print $1 / $5 }' >"$work/paired.$conns"
+  printf "rouse/nginx by round: %s (median %.2f)\n" "$(awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), $1 }' "$work/paired.$conns")" \
+    "$(median <"$work/paired.$conns")"
 done
 printf "\nrouse gateway peak RSS: %.1f MB; access logs: %s; gateway GOMAXPROCS: %s\n" \
   "$(awk -v k="$rss_kb" 'BEGIN { print k / 1024 }')" "$ACCESS_LOG" "${GATEWAY_GOMAXPROCS:-default}"
