@@ -9,11 +9,12 @@
 # the same request from both.
 #
 # Each configuration is measured ROUNDS times, interleaved so drift hits all three alike,
-# and the medians are printed with the ratios and the gateway's peak RSS. Two shapes:
+# and the medians are printed with the ratios, each proxy's CPU time per request (from
+# /proc) and the gateway's peak RSS. Two shapes:
 # "load" (CONNS connections, throughput) and "1-conn" (one connection: the latency a hop
 # adds when nothing queues).
 #
-# Env: ROUNDS (3), DURATION (10s), CONNS (50), WRK_THREADS (1), ACCESS_LOG (off|file:
+# Env: ROUNDS (5), DURATION (6s), CONNS (50), WRK_THREADS (1), ACCESS_LOG (off|file:
 # with file, rouse writes its buffered JSON access log and nginx its buffered combined
 # log, so both pay for logging), GATEWAY_GOMAXPROCS (unset = Go's default, all cores;
 # 1 = the single core nginx's one worker gets), GATEWAY_ARGS (extra gatewayd flags, e.g.
@@ -21,8 +22,8 @@
 # Needs: go, wrk, nginx, consul (bin/ or PATH), python3 (free ports).
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-6s}
 CONNS=${CONNS:-50}
 WRK_THREADS=${WRK_THREADS:-1}
 ACCESS_LOG=${ACCESS_LOG:-off}
@@ -110,7 +111,8 @@ http {
 }
 EOF
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx/" >"$work/nginx/out.log" 2>&1 &
-pids+=($!)
+nginx_master=$!
+pids+=($nginx_master)
 
 HOSTHDR="Host: bench.default.localhost"
 ok=""
@@ -120,21 +122,31 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 [ -n "$ok" ] || { echo "bench: setup failed; logs in $work" >&2; KEEP=1; exit 1; }
+nginx_worker=$(pgrep -P "$nginx_master" | head -1)
 
 url_direct="http://127.0.0.1:$p_backend/"
 url_rouse="http://127.0.0.1:$p_public/"
 url_nginx="http://127.0.0.1:$p_nginx/"
 
-# run NAME CONNS → appends "rps p50_ms p99_ms non2xx" to $work/NAME.CONNS
+# The proxy's CPU time (user + system, clock ticks) from /proc: the cost per request is
+# the proxy's own efficiency, apart from how the machine shared its cores in that run.
+pid_rouse=$gw_pid pid_nginx=$nginx_worker
+ticks() { if [ -n "$1" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi; }
+hz=$(getconf CLK_TCK)
+
+# run NAME CONNS → appends "rps p50_ms p99_ms non2xx cpu_us_per_request" to $work/NAME.CONNS
 run() {
-  local name=$1 conns=$2 url_var="url_$1" out
+  local name=$1 conns=$2 url_var="url_$1" pid_var="pid_$1" out t0 t1
+  t0=$(ticks "${!pid_var:-}")
   out=$(wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --latency -H "$HOSTHDR" "${!url_var}")
+  t1=$(ticks "${!pid_var:-}")
   echo "$out" >>"$work/wrk.log"
-  awk -v f="$work/$name.$conns" '
+  awk -v f="$work/$name.$conns" -v ticks=$((t1 - t0)) -v hz="$hz" '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
     $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
     /^Requests\/sec/ { rps = $2 } /Non-2xx/ { bad = $NF } /Socket errors/ { bad += 0 }
-    END { printf "%s %.3f %.3f %d\n", rps, p50, p99, bad + 0 >> f }' <<<"$out"
+    / requests in / { n = $1 }
+    END { printf "%s %.3f %.3f %d %.2f\n", rps, p50, p99, bad + 0, n ? ticks * 1e6 / hz / n : 0 >> f }' <<<"$out"
 }
 
 echo "bench: warming up..."
@@ -155,10 +167,12 @@ echo
 printf "rouse gateway benchmark — %s, %s cores, wrk -t%s, %s per run, medians of %s runs\n" \
   "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" "$WRK_THREADS" "$DURATION" "$ROUNDS"
 for conns in "$CONNS" 1; do
-  printf "\n%-7s %6s conns %12s %10s %10s %8s\n" "" "$conns" "rps" "p50 ms" "p99 ms" "non-2xx"
+  printf "\n%-7s %6s conns %12s %10s %10s %8s %14s\n" "" "$conns" "rps" "p50 ms" "p99 ms" "non-2xx" "CPU us/request"
   for n in direct rouse nginx; do
-    printf "%-20s %12.0f %10.3f %10.3f %8s\n" "$n" "$(col "$n.$conns" 1)" "$(col "$n.$conns" 2)" "$(col "$n.$conns" 3)" \
-      "$(awk '{ s += $4 } END { print s + 0 }' "$work/$n.$conns")"
+    cpu="-"
+    [ "$n" != direct ] && cpu=$(printf "%.1f" "$(col "$n.$conns" 5)")
+    printf "%-20s %12.0f %10.3f %10.3f %8s %14s\n" "$n" "$(col "$n.$conns" 1)" "$(col "$n.$conns" 2)" "$(col "$n.$conns" 3)" \
+      "$(awk '{ s += $4 } END { print s + 0 }' "$work/$n.$conns")" "$cpu"
   done
   d=$(col "direct.$conns" 1); g=$(col "rouse.$conns" 1); x=$(col "nginx.$conns" 1)
   dp=$(col "direct.$conns" 2); gp=$(col "rouse.$conns" 2); xp=$(col "nginx.$conns" 2)
@@ -167,7 +181,7 @@ for conns in "$CONNS" 1; do
       g / d, x / d, g / x, gp - dp, xp - dp }'
   # Paired: rouse and nginx run back to back in each round, so their ratio is less exposed
   # to the machine's drift between rounds than the ratio of medians.
-  paste -d' ' "$work/rouse.$conns" "$work/nginx.$conns" | awk '{ print $1 / $5 }' >"$work/paired.$conns"
+  paste -d' ' "$work/rouse.$conns" "$work/nginx.$conns" | awk '{ print $1 / $6 }' >"$work/paired.$conns"
   printf "rouse/nginx by round: %s (median %.2f)\n" "$(awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), $1 }' "$work/paired.$conns")" \
     "$(median <"$work/paired.$conns")"
 done
