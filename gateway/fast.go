@@ -195,6 +195,7 @@ func (fc *fastConn) readHead() bool {
 	var first time.Time
 	for {
 		if i := bytes.Index(fc.buf[fc.r:fc.w], crlfcrlf); i >= 0 {
+			fc.idleAt = time.Time{} // a pipelined request: the connection was not idle
 			fc.req.headLen = i + 4
 			if fc.req.headLen > g.cfg.MaxHeaderBytes {
 				fc.req.headLen = -1 // fasthttp answers 431
