@@ -2,12 +2,16 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/internal/gauges"
@@ -99,7 +103,10 @@ func TestScaleFromZero(t *testing.T) {
 	const rev = "cold-00001"
 	deploy(t, revision{svc: "cold", name: rev, count: 0})
 	setRoute(t, "cold", store.RouteTarget{Revision: rev, Percent: 100})
-	g := startGateway(t, nil)
+	var accessLog lockedBuffer
+	g := startGateway(t, func(c *gateway.Config) {
+		c.AccessLog = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), &accessLog, zap.InfoLevel))
+	})
 	waitReady(t, g, rev, 0)
 	c := client(g, 32)
 
@@ -154,6 +161,24 @@ func TestScaleFromZero(t *testing.T) {
 		t.Fatalf("cold start histogram does not count %d waits:\n%s", rounds*burst, grepLines(m, "cold_start"))
 	}
 	t.Logf("probes: %s", grepLines(m, "readiness_probes_total"))
+	// Each request that waited says so in its access-log line.
+	waited := 0
+	for _, l := range strings.Split(strings.TrimSpace(accessLog.String()), "\n") {
+		var e struct {
+			Revision  string  `json:"revision"`
+			Status    int     `json:"status"`
+			ColdStart float64 `json:"cold_start"`
+		}
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("access log line %q: %v", l, err)
+		}
+		if e.Revision == rev && e.Status == 200 && e.ColdStart > 0 {
+			waited++
+		}
+	}
+	if waited != rounds*burst {
+		t.Fatalf("%d access-log lines with cold_start, want %d", waited, rounds*burst)
+	}
 }
 
 func grepLines(s, sub string) string {

@@ -48,6 +48,7 @@ type fastConn struct {
 	readDL time.Time
 	wrDL   time.Time
 	ip     []byte // the client address as X-Forwarded-For gets it
+	remote *connAddr
 	pinned *revision
 	req    rawRequest
 	// idleAt is when the last response ended: the next idle deadline is counted from it
@@ -163,6 +164,7 @@ func (fc *fastConn) serve() {
 	if ta, ok := fc.c.RemoteAddr().(*net.TCPAddr); ok {
 		fc.ip = ta.AddrPort().Addr().Unmap().AppendTo(nil)
 	}
+	fc.remote = &connAddr{Addr: fc.c.RemoteAddr(), s: fc.c.RemoteAddr().String()}
 	for {
 		if !fc.readHead() {
 			return
@@ -428,7 +430,7 @@ func (fc *fastConn) forward(route *table.Route, rev *revision, in *balance.Insta
 	fc.idleAt = end
 	d := end.Sub(start)
 	rev.count(status, d)
-	g.logAccessRaw(req.host, req.method, req.uri, fc.c.RemoteAddr(), route, rev, in, status, n, d, 0, werr)
+	g.logAccessRaw(req.host, req.method, req.uri, fc.remote, route, rev, in, status, n, d, 0, werr)
 	if werr != nil || req.close {
 		return fastClose
 	}
@@ -460,7 +462,7 @@ func (fc *fastConn) own(rev *revision, start time.Time, status int, reason, msg 
 	g.metrics.rejected.WithLabelValues(reason).Inc()
 	d := g.clk.Now().Sub(start)
 	rev.count(status, d)
-	g.logAccessRaw(fc.req.host, fc.req.method, fc.req.uri, fc.c.RemoteAddr(), nil, rev, nil, status, int64(len(msg)), d, 0, werr)
+	g.logAccessRaw(fc.req.host, fc.req.method, fc.req.uri, fc.remote, nil, rev, nil, status, int64(len(msg)), d, 0, werr)
 	if werr != nil || fc.req.close {
 		return fastClose
 	}
@@ -493,6 +495,15 @@ func (fc *fastConn) handOff() {
 	fc.g.metrics.handoffs.Inc()
 	fc.g.handoff.push(&prefixConn{Conn: fc.c, pending: pending, pinned: fc.pinned})
 }
+
+// connAddr is a connection's remote address with its text made once, so the access log
+// does not format it again for every request of a kept-alive connection.
+type connAddr struct {
+	net.Addr
+	s string
+}
+
+func (a *connAddr) String() string { return a.s }
 
 // prefixConn replays bytes already read from a connection before reading it further.
 type prefixConn struct {

@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -9,8 +11,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/internal/store"
@@ -161,4 +167,100 @@ func TestConnectionLimit(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// One JSON access-log entry per request on both paths, with what the issue asks for: host,
+// method, uri, status, bytes, duration, remote, and the revision and instance it went to.
+func TestAccessLog(t *testing.T) {
+	sharedRevisions(t)
+	setRoute(t, "shared", store.RouteTarget{Revision: "shared-00001", Percent: 100})
+	var out lockedBuffer
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), &out, zap.InfoLevel)
+	g := startGateway(t, func(c *gateway.Config) { c.AccessLog = zap.New(core) })
+	waitReady(t, g, "shared-00001", 1)
+
+	c, err := net.Dial("tcp", g.PublicAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	for _, req := range []string{
+		"GET /?x=1 HTTP/1.1\r\nHost: shared.default.localhost:8080\r\n\r\n",                                                 // fast path
+		"POST /count HTTP/1.1\r\nHost: shared.default.localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", // general path
+		"GET /nothing HTTP/1.1\r\nHost: nobody.default.localhost\r\n\r\n",                                                   // 404 of the gateway's own
+	} {
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	// The line is written after the response: wait for the third.
+	var lines []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+		if len(lines) >= 3 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(lines) != 3 {
+		t.Fatalf("%d access-log lines, want 3:\n%s", len(lines), out.String())
+	}
+	for i, want := range []map[string]any{
+		{"host": "shared.default.localhost:8080", "method": "GET", "uri": "/?x=1", "status": 200, "namespace": "default", "revision": "shared-00001"},
+		{"host": "shared.default.localhost", "method": "POST", "uri": "/count", "status": 200, "namespace": "default", "revision": "shared-00001"},
+		{"host": "nobody.default.localhost", "method": "GET", "uri": "/nothing", "status": 404},
+	} {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(lines[i]), &e); err != nil {
+			t.Fatalf("line %d is not JSON: %v\n%s", i, err, lines[i])
+		}
+		for k, v := range want {
+			if fmt.Sprint(e[k]) != fmt.Sprint(v) {
+				t.Errorf("entry %d: %s = %v, want %v (%v)", i, k, e[k], v, e)
+			}
+		}
+		if e["remote"] != c.LocalAddr().String() {
+			t.Errorf("entry %d: remote = %v, want %s", i, e["remote"], c.LocalAddr())
+		}
+		if d, _ := e["duration"].(float64); d <= 0 || d > 5 { // seconds
+			t.Errorf("entry %d: duration = %v", i, e["duration"])
+		}
+		if n, _ := e["bytes"].(float64); n <= 0 {
+			t.Errorf("entry %d: bytes = %v", i, e["bytes"])
+		}
+		_, routed := want["revision"]
+		if in, _ := e["instance"].(string); routed != strings.HasPrefix(in, "127.0.0.1:") {
+			t.Errorf("entry %d: instance = %v", i, e["instance"])
+		}
+		if _, ok := e["cold_start"]; ok {
+			t.Errorf("entry %d: cold_start on a request that did not wait: %v", i, e)
+		}
+	}
+}
+
+// lockedBuffer is a zap sink the test can read while the gateway writes to it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) Sync() error { return nil }
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -19,10 +19,23 @@ func newLogger(o *rootOptions, level string) (*zap.Logger, error) {
 	if err != nil {
 		return nil, usagef("--log-level %q: one of debug, info, warn, error", level)
 	}
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(logEncoding()), zapcore.AddSync(o.Stderr), lvl)
+	return zap.New(core), nil
+}
+
+func logEncoding() zapcore.EncoderConfig {
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(o.Stderr), lvl)
-	return zap.New(core), nil
+	return enc
+}
+
+// newAccessLog is the gateway's access log: the same JSON on stderr, buffered (256 KiB or
+// one second, and on stop) because a write per request was a syscall per request, and on
+// Nomad a wake-up of the log collector too. stop flushes it.
+func newAccessLog(o *rootOptions) (log *zap.Logger, stop func()) {
+	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(o.Stderr), Size: 256 << 10, FlushInterval: time.Second}
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(logEncoding()), ws, zap.InfoLevel)
+	return zap.New(core).Named("gateway.access"), func() { _ = ws.Stop() }
 }
 
 func newGatewayCmd(o *rootOptions) *cobra.Command {
@@ -55,8 +68,11 @@ service:read; service:write for --register).`,
 				return err
 			}
 			cfg.Consul, cfg.Domain, cfg.Logger = cc, o.Domain, log.Named("gateway")
-			if !accessLog {
-				cfg.AccessLog = zap.NewNop()
+			cfg.AccessLog = zap.NewNop()
+			if accessLog {
+				var stop func()
+				cfg.AccessLog, stop = newAccessLog(o)
+				defer stop()
 			}
 			g, err := gateway.New(cfg)
 			if err != nil {

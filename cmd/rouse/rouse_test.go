@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -656,6 +657,27 @@ func TestDaemonsStartAndStop(t *testing.T) {
 				t.Fatalf("%s: %v %v", banner, resp, err)
 			}
 			resp.Body.Close()
+			rest, status := make(chan []string, 1), ""
+			go func() {
+				var all []string
+				for l := range lines {
+					all = append(all, l)
+				}
+				rest <- all
+			}()
+			if args[0] == "gateway" {
+				// A request for no service: its access-log line is buffered, and must be
+				// written by the time the gateway exits.
+				public := banner[strings.Index(banner, " on ")+4 : strings.Index(banner, ", admin")]
+				req, _ := http.NewRequest("GET", "http://"+public+"/nothing", nil)
+				req.Host = "nobody.default.localhost"
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatalf("public %s: %v", public, err)
+				}
+				resp.Body.Close()
+				status = fmt.Sprintf(`"status":%d`, resp.StatusCode) // 404, or 503 before the first route table
+			}
 			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
@@ -670,6 +692,12 @@ func TestDaemonsStartAndStop(t *testing.T) {
 				t.Fatal("did not exit within 40s of SIGTERM")
 			}
 			pw.Close()
+			all := <-rest
+			if args[0] == "gateway" && !slices.ContainsFunc(all, func(l string) bool {
+				return strings.Contains(l, `"logger":"gateway.access"`) && strings.Contains(l, `"uri":"/nothing"`) && strings.Contains(l, status)
+			}) {
+				t.Fatalf("no access-log line for the request in the gateway's stderr:\n%s", strings.Join(all, "\n"))
+			}
 		})
 	}
 }
