@@ -52,8 +52,8 @@ func (g *Gateway) newPublicServer() *fasthttp.Server {
 	}
 }
 
-func (g *Gateway) newBackend(id, addr string) *backend {
-	return &backend{id: id, addr: addr, hc: &fasthttp.HostClient{
+func (g *Gateway) newBackend(id, addr string, access *zap.Logger) *backend {
+	return &backend{id: id, addr: addr, access: access.With(zap.String("instance", addr)), hc: &fasthttp.HostClient{
 		Addr:                          addr,
 		MaxConns:                      1 << 20, // concurrency is bounded by the pool, not here
 		MaxIdleConnDuration:           4 * time.Second,
@@ -378,7 +378,15 @@ func (g *Gateway) logAccess(ctx *fasthttp.RequestCtx, route *table.Route, rev *r
 }
 
 func (g *Gateway) logAccessRaw(host, method, uri []byte, remote net.Addr, route *table.Route, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
-	ce := g.access.Check(zap.InfoLevel, "request")
+	// The revision's and the instance's fields were encoded into their loggers once.
+	log := g.access
+	switch {
+	case in != nil && in.Backend.access != nil:
+		log = in.Backend.access
+	case rev != nil && rev.access != nil:
+		log = rev.access
+	}
+	ce := log.Check(zap.InfoLevel, "request")
 	if ce == nil {
 		return
 	}
@@ -396,12 +404,6 @@ func (g *Gateway) logAccessRaw(host, method, uri []byte, remote net.Addr, route 
 		zap.Duration("duration", d),
 		zap.Stringer("remote", remote),
 	)
-	if rev != nil {
-		fields = append(fields, zap.String("namespace", rev.ns), zap.String("revision", rev.name))
-	}
-	if in != nil {
-		fields = append(fields, zap.String("instance", in.Backend.addr))
-	}
 	if cold > 0 {
 		fields = append(fields, zap.Duration("cold_start", cold))
 	}

@@ -29,6 +29,8 @@ type revision struct {
 	codes    sync.Map      // status code → *atomic.Uint64
 	latency  prometheus.Observer
 	cold     prometheus.Observer
+	// access is the access log with namespace and revision encoded once, not per request.
+	access *zap.Logger
 
 	mu         sync.Mutex // guards the fields below; never taken on the fast path
 	backends   map[string]*balance.Instance[*backend]
@@ -57,6 +59,7 @@ type backend struct {
 	seenPassing bool
 	probedOK    atomic.Bool
 	downPending atomic.Bool // a timer to bring it back is pending
+	access      *zap.Logger // the revision's access log with the instance encoded once
 }
 
 func (g *Gateway) newRevision(cfg revmeta.Config) *revision {
@@ -68,6 +71,7 @@ func (g *Gateway) newRevision(cfg revmeta.Config) *revision {
 	r.pool = balance.NewPool[*backend](g.cfg.MaxHeld, r.queueBound(1))
 	r.latency = g.metrics.duration.WithLabelValues(r.ns, r.svc, r.name)
 	r.cold = g.metrics.coldStart.WithLabelValues(r.ns, r.svc, r.name)
+	r.access = g.access.With(zap.String("namespace", r.ns), zap.String("revision", r.name))
 	return r
 }
 
@@ -145,7 +149,7 @@ func (r *revision) applyEndpointsLocked(svc *watch.Service) {
 				if in != nil {
 					in.Backend.raw.closeIdle()
 				}
-				in = balance.NewInstance(ep.ID, r.g.newBackend(ep.ID, ep.Addr))
+				in = balance.NewInstance(ep.ID, r.g.newBackend(ep.ID, ep.Addr, r.access))
 				r.backends[ep.ID] = in
 			}
 			b := in.Backend
