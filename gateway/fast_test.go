@@ -22,6 +22,19 @@ import (
 	"github.com/rouse-run/rouse/internal/store"
 )
 
+// dialPublic opens a raw connection to the gateway's public listener, closed when the
+// test ends, with a reader for its responses.
+func dialPublic(t *testing.T, g *gateway.Gateway) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", g.PublicAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
 // counter reads one unlabelled counter from the gateway's /metrics.
 func counter(t *testing.T, g *gateway.Gateway, name string) int {
 	t.Helper()
@@ -43,13 +56,7 @@ func TestFastPath(t *testing.T) {
 	waitReady(t, g, "shared-00001", 1)
 	const fast, handoffs = "rouse_gateway_fast_path_requests_total", "rouse_gateway_general_path_handoffs_total"
 
-	c, err := net.Dial("tcp", g.PublicAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	br := bufio.NewReader(c)
+	c, br := dialPublic(t, g)
 	read := func(method string) *http.Response {
 		t.Helper()
 		resp, err := http.ReadResponse(br, &http.Request{Method: method})
@@ -179,13 +186,7 @@ func TestAccessLog(t *testing.T) {
 	g := startGateway(t, func(c *gateway.Config) { c.AccessLog = zap.New(core) })
 	waitReady(t, g, "shared-00001", 1)
 
-	c, err := net.Dial("tcp", g.PublicAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	br := bufio.NewReader(c)
+	c, br := dialPublic(t, g)
 	for _, req := range []string{
 		"GET /?x=1 HTTP/1.1\r\nHost: shared.default.localhost:8080\r\n\r\n",                                                 // fast path
 		"POST /count HTTP/1.1\r\nHost: shared.default.localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", // general path
