@@ -13,7 +13,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/rouse-run/rouse/gateway/balance"
-	"github.com/rouse-run/rouse/gateway/table"
 )
 
 // The fast path serves the common request — HTTP/1.1, routed, a body of known small
@@ -295,7 +294,7 @@ func (fc *fastConn) handle() fastResult {
 		return fastHandOff
 	}
 	start := g.clk.Now()
-	res := fc.forward(route, rev, in, start)
+	res := fc.forward(rev, in, start)
 	return res
 }
 
@@ -350,7 +349,7 @@ func closingResponse(status int, msg string) []byte {
 }
 
 // forward sends the request to in and relays the answer. It owns in's slot.
-func (fc *fastConn) forward(route *table.Route, rev *revision, in *balance.Instance[*backend], start time.Time) fastResult {
+func (fc *fastConn) forward(rev *revision, in *balance.Instance[*backend], start time.Time) fastResult {
 	g, req := fc.g, &fc.req
 	deadline := start.Add(rev.timeout())
 	out := fc.out[:0]
@@ -430,7 +429,7 @@ func (fc *fastConn) forward(route *table.Route, rev *revision, in *balance.Insta
 	fc.idleAt = end
 	d := end.Sub(start)
 	rev.count(status, d)
-	g.logAccessRaw(req.host, req.method, req.uri, fc.remote, route, rev, in, status, n, d, 0, werr)
+	g.logAccessRaw(req.host, req.method, req.uri, fc.remote, rev, in, status, n, d, 0, werr)
 	if werr != nil || req.close {
 		return fastClose
 	}
@@ -462,7 +461,7 @@ func (fc *fastConn) own(rev *revision, start time.Time, status int, reason, msg 
 	g.metrics.rejected.WithLabelValues(reason).Inc()
 	d := g.clk.Now().Sub(start)
 	rev.count(status, d)
-	g.logAccessRaw(fc.req.host, fc.req.method, fc.req.uri, fc.remote, nil, rev, nil, status, int64(len(msg)), d, 0, werr)
+	g.logAccessRaw(fc.req.host, fc.req.method, fc.req.uri, fc.remote, rev, nil, status, int64(len(msg)), d, 0, werr)
 	if werr != nil || fc.req.close {
 		return fastClose
 	}

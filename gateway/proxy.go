@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -138,7 +137,7 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	rev := takePinned(ctx.Conn())
-	if rev == nil || !slices.Contains(rt.revs, rev) {
+	if rev == nil || !isTarget(rt, route, rev) {
 		tgt := route.Pick(rand.Uint32())
 		if tgt == nil {
 			g.reject(ctx, nil, start, fasthttp.StatusServiceUnavailable, "", "no_target", "rouse: service "+route.Namespace+"/"+route.Service+" has no revision with a traffic share\n")
@@ -336,7 +335,7 @@ func (x *exchange) finish(werr error) {
 	}
 	d := g.clk.Now().Sub(x.start)
 	x.rev.count(x.status, d)
-	g.logAccess(x.ctx, x.route, x.rev, x.inst, x.status, x.bytes, d, x.cold, werr)
+	g.logAccess(x.ctx, x.rev, x.inst, x.status, x.bytes, d, x.cold, werr)
 	g.putExchange(x)
 }
 
@@ -370,14 +369,26 @@ func (g *Gateway) reject(ctx *fasthttp.RequestCtx, rev *revision, start time.Tim
 	if rev != nil {
 		rev.count(status, d)
 	}
-	g.logAccess(ctx, nil, rev, nil, status, int64(len(msg)), d, 0, nil)
+	g.logAccess(ctx, rev, nil, status, int64(len(msg)), d, 0, nil)
 }
 
-func (g *Gateway) logAccess(ctx *fasthttp.RequestCtx, route *table.Route, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
-	g.logAccessRaw(ctx.Host(), ctx.Method(), ctx.RequestURI(), ctx.RemoteAddr(), route, rev, in, status, n, d, cold, werr)
+// isTarget reports whether rev is one of route's targets in rt: a revision the fast path
+// drew may have left the route since (the table is swapped whole). The route's few targets
+// are checked, not every routed revision.
+func isTarget(rt *routing, route *table.Route, rev *revision) bool {
+	for _, t := range route.Targets {
+		if rt.revs[t.Index] == rev {
+			return true
+		}
+	}
+	return false
 }
 
-func (g *Gateway) logAccessRaw(host, method, uri []byte, remote net.Addr, route *table.Route, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
+func (g *Gateway) logAccess(ctx *fasthttp.RequestCtx, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
+	g.logAccessRaw(ctx.Host(), ctx.Method(), ctx.RequestURI(), ctx.RemoteAddr(), rev, in, status, n, d, cold, werr)
+}
+
+func (g *Gateway) logAccessRaw(host, method, uri []byte, remote net.Addr, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
 	// The revision's and the instance's fields were encoded into their loggers once.
 	log := g.access
 	switch {

@@ -154,10 +154,10 @@ func (uc *upConn) roundTrip(out, method []byte) error {
 		if err := uc.readHead(); err != nil {
 			return err
 		}
-		if uc.status >= 200 || uc.status == 101 {
-			if uc.status == 101 {
-				return errUpstreamProtocol // we did not ask for an upgrade
-			}
+		switch {
+		case uc.status == 101:
+			return errUpstreamProtocol // we did not ask for an upgrade
+		case uc.status >= 200:
 			return nil
 		}
 		// 1xx informational: skipped (the general path does the same).
