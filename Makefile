@@ -1,18 +1,20 @@
 # rouse — the two commands a new machine needs: `make dev` and `make test`.
-NOMAD_VERSION  := 1.11.1
-CONSUL_VERSION := 1.21.0
-GO             ?= go
-BIN            := $(CURDIR)/bin
-export PATH    := $(BIN):$(PATH)
+NOMAD_VERSION       := 1.11.1
+CONSUL_VERSION      := 1.21.0
+STATICCHECK_VERSION := 0.8.2
+GO                  ?= go
+BIN                 := $(CURDIR)/bin
+export PATH         := $(BIN):$(PATH)
 
-.PHONY: all build examples tools dev test test-race vet fmt-check fuzz bench-deps bench-gateway bench-load bench-scaler clean
+.PHONY: all build examples tools dev test test-race vet lint fmt-check fuzz bench-deps bench-gateway bench-load bench-scaler clean
 
 all: build
 
-## tools: build (or reuse) pinned Nomad and Consul into bin/
+## tools: build (or reuse) pinned Nomad, Consul and staticcheck into bin/
 tools:
 	@tools/ensure.sh consul $(CONSUL_VERSION)
 	@tools/ensure.sh nomad $(NOMAD_VERSION)
+	@tools/ensure.sh staticcheck $(STATICCHECK_VERSION)
 
 ## build: the rouse binary
 build:
@@ -27,8 +29,8 @@ examples:
 	$(GO) build -o $(BIN)/hello ./examples/hello
 	$(GO) build -o $(BIN)/autoscale ./examples/autoscale
 
-## test: every test, against real Nomad and Consul agents
-test: tools fmt-check vet
+## test: gofmt, go vet, staticcheck, then every test against real Nomad and Consul agents
+test: tools fmt-check vet lint
 	$(GO) test -count=1 -timeout 40m ./...
 
 ## test-race: every test again under the race detector (about 5 minutes; not in CI's
@@ -38,6 +40,11 @@ test-race: tools
 
 vet:
 	$(GO) vet ./...
+
+## lint: go vet and the pinned staticcheck (tools/staticcheck), clean
+lint: vet
+	@tools/ensure.sh staticcheck $(STATICCHECK_VERSION)
+	$(BIN)/staticcheck ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \

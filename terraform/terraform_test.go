@@ -516,7 +516,7 @@ func TestScalerNomadPolicyRenders(t *testing.T) {
 // TestREADMEsListEveryInputAndOutput keeps the documented tables in step with the code.
 func TestREADMEsListEveryInputAndOutput(t *testing.T) {
 	docs := map[string][]string{
-		"modules/rouse":       {"modules/rouse/README.md", "../README.md"},
+		"modules/rouse":       {"modules/rouse/README.md", "../docs/terraform.md"},
 		"modules/cluster-aws": {"modules/cluster-aws/README.md"},
 		"examples/complete":   {"examples/complete/README.md"},
 	}
