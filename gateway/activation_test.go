@@ -155,7 +155,9 @@ func TestScaleFromZero(t *testing.T) {
 		waitPassing(t, rev, 0)
 	}
 	slices.Sort(firsts)
-	t.Logf("scale from zero, request in → response out: median %s, max %s over %d rounds", firsts[len(firsts)/2].Round(time.Millisecond), firsts[len(firsts)-1].Round(time.Millisecond), rounds)
+	slices.Sort(notices)
+	t.Logf("scale from zero, request in → response out: median %s, max %s over %d rounds; scaler told after %s (median)",
+		firsts[len(firsts)/2].Round(time.Millisecond), firsts[len(firsts)-1].Round(time.Millisecond), rounds, notices[len(notices)/2].Round(time.Millisecond))
 	m := adminGet(t, g, "/metrics")
 	if !strings.Contains(m, `rouse_gateway_cold_start_wait_seconds_count{namespace="default",revision="cold-00001",service="cold"} `+fmt.Sprint(rounds*burst)) {
 		t.Fatalf("cold start histogram does not count %d waits:\n%s", rounds*burst, grepLines(m, "cold_start"))

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/internal/gauges"
 )
@@ -145,4 +146,10 @@ func (g *Gateway) serveRoutes(ctx *fasthttp.RequestCtx) {
 		r.mu.Unlock()
 	}
 	ctx.SetBodyString(sb.String())
+}
+
+type fasthttpLogger struct{ l *zap.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug("fasthttp", zap.String("msg", fmt.Sprintf(format, args...)))
 }

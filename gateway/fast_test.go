@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,26 +33,13 @@ func dialPublic(t *testing.T, g *gateway.Gateway) (net.Conn, *bufio.Reader) {
 	return c, bufio.NewReader(c)
 }
 
-// counter reads one unlabelled counter from the gateway's /metrics.
-func counter(t *testing.T, g *gateway.Gateway, name string) int {
-	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(adminGet(t, g, "/metrics"))
-	if m == nil {
-		t.Fatalf("no %s in /metrics", name)
-	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return int(v)
-}
-
-// Plain requests take the raw fast path: keep-alive, pipelining, small bodies, HEAD,
-// chunked responses, header rewriting; the first request it does not take hands the
-// connection to the general path, which serves it and what follows.
-func TestFastPath(t *testing.T) {
+// One client connection carries keep-alive and pipelined requests of every kind: small
+// bodies, HEAD, chunked responses, header rewriting, a chunked upload, then more.
+func TestKeepAliveAndPipelining(t *testing.T) {
 	sharedRevisions(t)
 	setRoute(t, "shared", store.RouteTarget{Revision: "shared-00001", Percent: 100})
 	g := startGateway(t, nil)
 	waitReady(t, g, "shared-00001", 1)
-	const fast, handoffs = "rouse_gateway_fast_path_requests_total", "rouse_gateway_general_path_handoffs_total"
 
 	c, br := dialPublic(t, g)
 	read := func(method string) *http.Response {
@@ -104,20 +89,14 @@ func TestFastPath(t *testing.T) {
 			t.Errorf("instance did not get %q:\n%s", want, b)
 		}
 	}
-	if n, h := counter(t, g, fast), counter(t, g, handoffs); n != 24 || h != 0 {
-		t.Fatalf("fast path served %d (want 24), handed off %d (want 0)", n, h)
-	}
 
-	// A chunked upload is the general path's: the connection moves there for good.
+	// A chunked upload, and a request after it on the same connection.
 	fmt.Fprintf(c, "POST /count HTTP/1.1\r\n%sTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n%s\r\n", hostHdr, hostHdr)
 	if r := read("POST"); body(r) != "3\n" {
 		t.Fatalf("chunked upload: %d %q", r.StatusCode, body(r))
 	}
 	if r := read("GET"); r.StatusCode != 200 {
-		t.Fatalf("after the handoff: %d", r.StatusCode)
-	}
-	if n, h := counter(t, g, fast), counter(t, g, handoffs); n != 24 || h != 1 {
-		t.Fatalf("after a chunked upload: fast path served %d (want 24), handed off %d (want 1)", n, h)
+		t.Fatalf("after the chunked upload: %d", r.StatusCode)
 	}
 
 	// Connection: close is honoured.
@@ -125,7 +104,7 @@ func TestFastPath(t *testing.T) {
 	if !strings.HasPrefix(out, "HTTP/1.1 200") || !strings.Contains(out, "Connection: close") || !closed {
 		t.Fatalf("Connection: close: closed=%v\n%s", closed, out)
 	}
-	// Unknown hosts are answered by the general path.
+	// Unknown hosts are answered 404.
 	out, _ = raw(t, g.PublicAddr(), "GET / HTTP/1.1\r\nHost: nobody.default.localhost\r\n\r\n", 500*time.Millisecond)
 	if !strings.HasPrefix(out, "HTTP/1.1 404") {
 		t.Fatalf("unknown host:\n%s", out)

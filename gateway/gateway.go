@@ -21,6 +21,7 @@ import (
 
 	"github.com/rouse-run/rouse/gateway/clock"
 	"github.com/rouse-run/rouse/gateway/table"
+	"github.com/rouse-run/rouse/gateway/upstream"
 	"github.com/rouse-run/rouse/gateway/watch"
 )
 
@@ -34,7 +35,6 @@ type Gateway struct {
 	id     string
 
 	pubLn, admLn net.Listener
-	public       *fasthttp.Server
 	admin        *fasthttp.Server
 
 	bgCtx context.Context // background work (watches); set by Run before serving
@@ -62,16 +62,12 @@ type Gateway struct {
 	draining  atomic.Bool
 	drainHard chan struct{} // closed when the drain timeout passes: held requests give up
 	stopAdmin chan struct{} // closed when the admin listener stops: long polls return
-	exchanges sync.Pool     // of *exchange
 	fields    sync.Pool     // of *[]zap.Field, for access log lines
-	hijacked  atomic.Int64  // upgraded connections still open
-	hjMu      sync.Mutex
-	hjConns   map[net.Conn]struct{}
 	runOnce   atomic.Bool
 
-	fast     fastConns        // connections on the raw fast path
-	fastBufs sync.Pool        // of *fastBufs
-	handoff  *handoffListener // where the fast path hands connections to fasthttp
+	conns      conns     // the public listener's client connections
+	bufs       sync.Pool // of *connBufs
+	streamBufs sync.Pool // of *[]byte, for request bodies that stream
 }
 
 // routing is one immutable table with its revisions' live state, index-aligned with
@@ -91,7 +87,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg: cfg, log: cfg.Logger, access: cfg.AccessLog, clk: cfg.Clock,
 		revs: map[string]*revision{}, shareN: 1,
 		actCh: make(chan struct{}), drainHard: make(chan struct{}), stopAdmin: make(chan struct{}),
-		hjConns: map[net.Conn]struct{}{}, routesKick: make(chan struct{}, 1),
+		routesKick: make(chan struct{}, 1),
 	}
 	if g.pubLn, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
 		return nil, fmt.Errorf("gateway: public listener: %w", err)
@@ -119,9 +115,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Register {
 		g.peers = watch.NewPeers(cfg.Consul, g.log, g.clk, func() { g.metrics.watchErrors.WithLabelValues("peers").Inc() })
 	}
-	g.fast.conns = map[*fastConn]struct{}{}
-	g.handoff = newHandoffListener(g.pubLn.Addr())
-	g.public = g.newPublicServer()
+	g.conns.set = map[*conn]struct{}{}
 	g.admin = g.newAdminServer()
 	return g, nil
 }
@@ -167,10 +161,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() { defer bg.Done(); g.peers.Run(watchCtx) }()
 	}
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 2)
 	go func() { errc <- g.admin.Serve(g.admLn) }()
-	go func() { errc <- g.public.Serve(g.handoff) }()
-	go func() { errc <- g.serveFast(g.pubLn) }()
+	go func() { errc <- g.serve(g.pubLn) }()
 	g.log.Info("gateway serving", zap.String("id", g.id), zap.String("public", g.PublicAddr()), zap.String("admin", g.AdminAddr()), zap.String("domain", g.cfg.Domain))
 	if g.cfg.Register {
 		var sent uint64
@@ -208,21 +201,12 @@ func (g *Gateway) drain() {
 	defer cancel()
 	done := make(chan struct{})
 	g.pubLn.Close()
-	fastDone := g.fast.drain(false)
+	connsDone := g.conns.drain(false)
 	go func() {
 		defer close(done)
-		_ = g.public.ShutdownWithContext(ctx)
 		select {
-		case <-fastDone:
+		case <-connsDone:
 		case <-ctx.Done():
-		}
-		for g.hijacked.Load() > 0 && ctx.Err() == nil { // fasthttp does not track hijacked connections
-			t := g.clk.NewTimer(50 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-			case <-t.C():
-			}
 		}
 	}()
 	select {
@@ -230,8 +214,7 @@ func (g *Gateway) drain() {
 	case <-ctx.Done():
 		g.log.Warn("drain timeout: abandoning in-flight requests", zap.Duration("timeout", g.cfg.DrainTimeout))
 		close(g.drainHard)
-		g.closeHijacked()
-		g.fast.drain(true)
+		g.conns.drain(true)
 		select {
 		case <-done:
 		case <-time.After(2 * time.Second):
@@ -261,7 +244,7 @@ func (g *Gateway) update(ctx context.Context) {
 	if g.peers != nil {
 		peers = g.peers.Changed()
 	}
-	sweep := g.clk.NewTimer(maxIdleUp)
+	sweep := g.clk.NewTimer(upstream.MaxIdle)
 	defer func() { sweep.Stop() }()
 	for {
 		select {
@@ -269,7 +252,7 @@ func (g *Gateway) update(ctx context.Context) {
 			return
 		case <-sweep.C():
 			g.sweepIdle()
-			sweep = g.clk.NewTimer(maxIdleUp)
+			sweep = g.clk.NewTimer(upstream.MaxIdle)
 		case <-g.kv.Changed():
 			g.applyKV()
 		case <-g.eps.Changed():
@@ -384,4 +367,20 @@ func (g *Gateway) activationState() (uint64, <-chan struct{}) {
 	g.actMu.Lock()
 	defer g.actMu.Unlock()
 	return g.actSeq, g.actCh
+}
+
+// sweepIdle closes stale upstream connections of every routed revision.
+func (g *Gateway) sweepIdle() {
+	rt := g.routing.Load()
+	if rt == nil {
+		return
+	}
+	now := g.clk.Now()
+	for _, r := range rt.revs {
+		r.mu.Lock()
+		for _, in := range r.backends {
+			in.Backend.pool.CloseStale(now)
+		}
+		r.mu.Unlock()
+	}
 }

@@ -1,13 +1,8 @@
 package gateway
 
 import (
-	"bufio"
 	"fmt"
-	"strings"
 	"testing"
-	"time"
-
-	"github.com/valyala/fasthttp"
 
 	"github.com/rouse-run/rouse/gateway/balance"
 )
@@ -54,61 +49,5 @@ func TestShareLimits(t *testing.T) {
 	shareLimits(ins, 0, 5, 1)
 	if ins[0].Limit() != 0 || ins[1].Limit() != 0 {
 		t.Fatal("concurrency 0 means unlimited")
-	}
-}
-
-func parseReq(t *testing.T, raw string) *fasthttp.Request {
-	t.Helper()
-	var r fasthttp.Request
-	if err := r.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
-		t.Fatal(err)
-	}
-	return &r
-}
-
-func TestConflictingFraming(t *testing.T) {
-	for raw, want := range map[string]bool{
-		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc":                                       false,
-		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n":                        false,
-		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n":   true,
-		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n":   true,
-		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 5\r\n\r\n0\r\n\r\n": false,
-	} {
-		// Headers only, as the server has them when the handler runs (the body unread).
-		var h fasthttp.RequestHeader
-		if err := h.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
-			t.Fatal(err)
-		}
-		if got := conflictingFraming(&h); got != want {
-			t.Errorf("%q: %v, want %v", raw, got, want)
-		}
-	}
-}
-
-func TestStripHopByHop(t *testing.T) {
-	r := parseReq(t, "GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-A, Upgrade\r\nX-A: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: websocket\r\nX-B: 2\r\n\r\n")
-	stripRequestHopByHop(&r.Header, true)
-	h := r.Header.String()
-	for _, bad := range []string{"X-A", "Keep-Alive", "Te:", "Connection"} {
-		if strings.Contains(h, bad) {
-			t.Errorf("%q left in:\n%s", bad, h)
-		}
-	}
-	if !strings.Contains(h, "Upgrade: websocket") || !strings.Contains(h, "X-B: 2") {
-		t.Errorf("upgrade request lost headers:\n%s", h)
-	}
-	var resp fasthttp.Response
-	if err := resp.Read(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nConnection: close, X-S\r\nX-S: s\r\nProxy-Authenticate: B\r\nX-Ok: 1\r\nContent-Length: 0\r\n\r\n"))); err != nil {
-		t.Fatal(err)
-	}
-	stripHopByHop(&resp.Header)
-	if h := resp.Header.String(); strings.Contains(h, "X-S") || strings.Contains(h, "Proxy-Authenticate") || !strings.Contains(h, "X-Ok: 1") {
-		t.Errorf("response:\n%s", h)
-	}
-}
-
-func TestAppendMillis(t *testing.T) {
-	if got := string(appendMillis(nil, 183456*time.Microsecond)); got != "183ms" {
-		t.Fatal(got)
 	}
 }

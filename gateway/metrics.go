@@ -20,8 +20,6 @@ type metrics struct {
 	tableUpdates prometheus.Counter
 	watchErrors  *prometheus.CounterVec
 	probes       *prometheus.CounterVec
-	fastPath     prometheus.Counter
-	handoffs     prometheus.Counter
 
 	requestsDesc, inFlightDesc, queuedDesc, heldDesc, readyDesc *prometheus.Desc
 }
@@ -52,10 +50,6 @@ func newMetrics(reg *prometheus.Registry, g *Gateway) (*metrics, error) {
 			Help: "Failed Consul blocking queries, by watch (the last state keeps being served)."}, []string{"watch"}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "rouse", Subsystem: "gateway", Name: "readiness_probes_total",
 			Help: "The gateway's own readiness probes of starting instances, by result."}, []string{"result"}),
-		fastPath: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rouse", Subsystem: "gateway", Name: "fast_path_requests_total",
-			Help: "Requests relayed on the raw fast path (routed, small or no body, an instance free at once)."}),
-		handoffs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rouse", Subsystem: "gateway", Name: "general_path_handoffs_total",
-			Help: "Client connections handed from the fast path to the general path, which then serves them to the end."}),
 		requestsDesc: prometheus.NewDesc("rouse_gateway_requests_total", "Requests completed, by revision and status code.",
 			append(revLabels, "code"), nil),
 		inFlightDesc: prometheus.NewDesc("rouse_gateway_in_flight_requests", "Requests being proxied to an instance.", revLabels, nil),
@@ -63,7 +57,7 @@ func newMetrics(reg *prometheus.Registry, g *Gateway) (*metrics, error) {
 		heldDesc:     prometheus.NewDesc("rouse_gateway_held_requests", "Requests held because the revision has no ready instance.", revLabels, nil),
 		readyDesc:    prometheus.NewDesc("rouse_gateway_ready_instances", "Instances the gateway routes to.", revLabels, nil),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.coldStart, m.unknownHost, m.rejected, m.tableUpdates, m.watchErrors, m.probes, m.fastPath, m.handoffs, m} {
+	for _, c := range []prometheus.Collector{m.duration, m.coldStart, m.unknownHost, m.rejected, m.tableUpdates, m.watchErrors, m.probes, m} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -1,15 +1,14 @@
 package gateway
 
 import (
-	"io"
 	"net"
 	"sync"
 	"time"
 
-	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/gateway/balance"
+	"github.com/rouse-run/rouse/gateway/upstream"
 )
 
 // Probing schedule for a registered-but-not-yet-passing instance of a revision with
@@ -115,19 +114,6 @@ func (g *Gateway) probe(b *backend, path string) bool {
 		c.Close()
 		return true
 	}
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(path)
-	req.Header.SetHost(b.addr)
-	req.Header.Set("User-Agent", "rouse-gateway-probe")
-	if err := b.hc.DoTimeout(req, resp, probeTimeout); err != nil {
-		return false
-	}
-	if s := resp.BodyStream(); s != nil { // read it so the connection can serve requests next
-		_, _ = io.Copy(io.Discard, io.LimitReader(s, 64<<10))
-		_ = resp.CloseBodyStream()
-	}
-	return resp.StatusCode() >= 200 && resp.StatusCode() < 300
+	now := g.clk.Now()
+	return upstream.Probe(b.addr, path, now, now.Add(probeTimeout))
 }

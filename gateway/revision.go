@@ -9,10 +9,10 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/gateway/balance"
+	"github.com/rouse-run/rouse/gateway/upstream"
 	"github.com/rouse-run/rouse/gateway/watch"
 	"github.com/rouse-run/rouse/internal/revmeta"
 )
@@ -50,16 +50,19 @@ type revision struct {
 // backend is one instance as the gateway talks to it.
 type backend struct {
 	id, addr  string
-	hc        *fasthttp.HostClient
-	raw       rawPool // the fast path's kept-alive connections
-	probePath string  // under revision.mu
-	status    string  // Consul's view, under revision.mu
+	pool      upstream.Pool // kept-alive connections
+	probePath string        // under revision.mu
+	status    string        // Consul's view, under revision.mu
 	// seenPassing: Consul reported it passing at least once. Until then a good probe of
 	// our own makes it routable; afterwards only Consul decides.
 	seenPassing bool
 	probedOK    atomic.Bool
 	downPending atomic.Bool // a timer to bring it back is pending
 	access      *zap.Logger // the revision's access log with the instance encoded once
+}
+
+func newBackend(id, addr string, access *zap.Logger) *backend {
+	return &backend{id: id, addr: addr, pool: upstream.Pool{Addr: addr}, access: access.With(zap.String("instance", addr))}
 }
 
 func (g *Gateway) newRevision(cfg revmeta.Config) *revision {
@@ -147,9 +150,9 @@ func (r *revision) applyEndpointsLocked(svc *watch.Service) {
 			in := r.backends[ep.ID]
 			if in == nil || in.Backend.addr != ep.Addr {
 				if in != nil {
-					in.Backend.raw.closeIdle()
+					in.Backend.pool.CloseIdle()
 				}
-				in = balance.NewInstance(ep.ID, r.g.newBackend(ep.ID, ep.Addr, r.access))
+				in = balance.NewInstance(ep.ID, newBackend(ep.ID, ep.Addr, r.access))
 				r.backends[ep.ID] = in
 			}
 			b := in.Backend
@@ -165,7 +168,7 @@ func (r *revision) applyEndpointsLocked(svc *watch.Service) {
 	}
 	for id := range r.backends {
 		if !seen[id] {
-			r.backends[id].Backend.raw.closeIdle()
+			r.backends[id].Backend.pool.CloseIdle()
 			delete(r.backends, id) // gone from Consul: no new request from now on
 		}
 	}
@@ -257,7 +260,7 @@ func (r *revision) retire() {
 	r.mu.Lock()
 	r.retired = true
 	for _, in := range r.backends {
-		in.Backend.raw.closeIdle()
+		in.Backend.pool.CloseIdle()
 	}
 	r.mu.Unlock()
 	r.pool.SetInstances(nil)

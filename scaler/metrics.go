@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rouse-run/rouse/scaler/kpa"
@@ -61,7 +62,7 @@ func newMetrics() *metrics {
 		Name: "rouse_scaler_leadership_acquired_total", Help: "Times this replica became leader.",
 	})
 	m.reg.MustRegister(dec, m.scales, m.activations, m.gatewayErrors, m.tickDuration, m.activationLag,
-		m.leader, m.leaderChanges, revisionCollector{m}, prometheus.NewGoCollector())
+		m.leader, m.leaderChanges, revisionCollector{m}, collectors.NewGoCollector())
 	return m
 }
 

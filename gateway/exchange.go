@@ -1,0 +1,390 @@
+package gateway
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/rouse-run/rouse/gateway/balance"
+	"github.com/rouse-run/rouse/gateway/http1"
+	"github.com/rouse-run/rouse/gateway/upstream"
+)
+
+const (
+	// maxDialAttempts bounds the instances tried when connections are refused.
+	maxDialAttempts = 4
+	// maxStaleRetries bounds the new connections tried for a request whose reused
+	// connection turned out closed by the instance before it answered anything.
+	maxStaleRetries = 2
+	// ColdStartHeader carries, on each response to a request that waited for a cold
+	// start, how long it waited.
+	ColdStartHeader = "X-Rouse-Cold-Start"
+)
+
+// failure is an answer of the gateway's own for a request it could not forward.
+type failure struct {
+	status     int
+	retryAfter string
+	reason     string
+	msg        string
+}
+
+// exchange serves the request whose head is buf[r:r+headLen] and reports whether the
+// connection can carry another.
+func (c *conn) exchange(headLen int) bool {
+	g, req := c.g, &c.req
+	start := g.clk.Now()
+	if err := http1.ParseRequest(c.buf[c.r:c.r+headLen], req); err != nil {
+		var e *http1.Error
+		errors.As(err, &e)
+		c.answer(nil, start, nil, e, 0, true)
+		return false
+	}
+	rt := g.routing.Load()
+	if rt == nil {
+		return c.fail(nil, start, 0, failure{503, "1", "starting", "rouse: the gateway has not read its routes from Consul yet\n"})
+	}
+	route := rt.tbl.Lookup(req.Host)
+	if route == nil {
+		g.metrics.unknownHost.Inc()
+		return c.fail(nil, start, 0, failure{404, "", "unknown_host", "rouse: no service for host " + strconv.Quote(string(req.Host)) + "\n"})
+	}
+	tgt := route.Pick(rand.Uint32())
+	if tgt == nil {
+		return c.fail(nil, start, 0, failure{503, "", "no_target", "rouse: service " + route.Namespace + "/" + route.Service + " has no revision with a traffic share\n"})
+	}
+	rev := rt.revs[tgt.Index]
+	if g.cfg.MaxBodyBytes > 0 && req.Body == http1.Length && req.Length > g.cfg.MaxBodyBytes {
+		c.answer(rev, start, nil, http1.ErrBodyTooLarge, 0, true)
+		return false
+	}
+	if req.Body == http1.Length && req.Length <= prefetchBytes && !req.Expect100 {
+		moved, ok := c.readFull(headLen + int(req.Length))
+		if !ok {
+			return false
+		}
+		if moved { // the head's slices point at its old place: read them again there
+			_ = http1.ParseRequest(c.buf[c.r:c.r+headLen], req)
+		}
+	}
+	if req.Upgrade != nil {
+		return c.tunnel(rev, start, headLen)
+	}
+	return c.forward(rev, start, headLen)
+}
+
+// forward sends the request to an instance of rev and relays the answer.
+func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
+	g, req := c.g, &c.req
+	deadline := start.Add(rev.timeout())
+	in, cold, f := g.acquire(rev, start, deadline)
+	if f != nil {
+		return c.fail(rev, start, cold, *f)
+	}
+	if req.Expect100 {
+		c.pushWriteDeadline()
+		if _, err := c.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
+			rev.pool.Release(in)
+			return false
+		}
+	}
+
+	// The head to send, and as much of the body as is already here.
+	head := c.buf[c.r : c.r+headLen]
+	out := http1.AppendRequestHead(c.out[:0], head, req, http1.Forwarded{ClientIP: c.ip, Proto: c.proto, Trust: g.cfg.TrustForwarded}, false)
+	body := reqBody{c: c, start: c.r + headLen}
+	if err := body.fromBuffer(); err != nil {
+		rev.pool.Release(in)
+		c.out = out
+		return c.answerBodyError(rev, start, cold, err)
+	}
+	out = append(out, c.buf[body.start:body.start+body.buffered]...)
+	c.out = out
+	replayable := body.complete()
+
+	var uc *upstream.Conn
+	var err error
+	for dials, stale := 1, 0; ; {
+		uc, err = in.Backend.pool.Get(start, deadline)
+		if err != nil {
+			rev.pool.Release(in)
+			if isDialError(err) {
+				rev.markDown(in)
+			}
+			if dials++; dials > maxDialAttempts {
+				return c.fail(rev, start, cold, upstreamFailure(rev, err))
+			}
+			var wait time.Duration
+			in, wait, f = g.acquire(rev, start, deadline) // another instance, or wait for one
+			cold += wait
+			if f != nil {
+				return c.fail(rev, start, cold, *f)
+			}
+			continue
+		}
+		uc.SetDeadline(deadline, rev.timeout())
+		_, werr := uc.Write(out)
+		if werr == nil && !body.complete() {
+			if berr := body.stream(uc); berr != nil {
+				uc.Close()
+				rev.pool.Release(in)
+				return c.answerBodyError(rev, start, cold, berr)
+			}
+		}
+		var rhead []byte
+		if werr == nil {
+			rhead, err = uc.ReadHead(req.Method, &c.resp)
+		} else {
+			err = werr
+		}
+		if err == nil {
+			if c.resp.Status == 101 {
+				err = http1.ErrUpstream // we did not ask for an upgrade
+			} else {
+				return c.relay(rev, in, uc, rhead, &body, start, cold)
+			}
+		}
+		uc.Close()
+		// A kept-alive connection the instance closed as the request went out: nothing
+		// of it was answered. Sent again on a new connection when that cannot run it
+		// twice (its body is all here, and it is idempotent or never reached the instance).
+		if uc.Reused && uc.Got == 0 && replayable && stale < maxStaleRetries && (idempotent(req.Method) || werr != nil) && !errors.Is(err, http1.ErrUpstream) {
+			stale++
+			continue
+		}
+		rev.pool.Release(in)
+		return c.fail(rev, start, cold, upstreamFailure(rev, err))
+	}
+}
+
+func upstreamFailure(rev *revision, err error) failure {
+	if isTimeout(err) {
+		return failure{504, "", "timeout", "rouse: revision " + rev.name + " did not answer within its timeout of " + rev.timeout().String() + "\n"}
+	}
+	return failure{502, "", "upstream_error", "rouse: revision " + rev.name + " instance failed: " + err.Error() + "\n"}
+}
+
+// relay writes the instance's response to the client: the head without hop-by-hop
+// headers, then the body as it arrives, unchanged (or without the chunked coding for an
+// HTTP/1.0 client). It owns in's slot and uc.
+func (c *conn) relay(rev *revision, in *balance.Instance[*backend], uc *upstream.Conn, rhead []byte, body *reqBody, start time.Time, cold time.Duration) bool {
+	g, req, resp := c.g, &c.req, &c.resp
+	uc.R += resp.HeadLen
+	closeClient := req.Close || g.draining.Load() || resp.Body == http1.UntilClose || !body.complete()
+	dechunk := req.Minor == 0 && resp.Body == http1.Chunked
+	if dechunk {
+		resp.Dechunk()
+		closeClient = true // the body ends with the connection
+	}
+	var cs [48]byte
+	var extra [][]byte
+	if cold > 0 {
+		extra = append(extra, append(http1.AppendMillis(append(cs[:0], ColdStartHeader+": "...), cold.Milliseconds()), '\r', '\n'))
+	}
+	out := http1.AppendResponseHead(c.out[:0], rhead, resp, closeClient, req.Minor == 0 && !closeClient && req.KeepAlive10, extra...)
+	bytesOut, werr, complete := c.relayBody(uc, out, dechunk)
+	end := g.clk.Now()
+	if complete && !resp.Close {
+		in.Backend.pool.Put(uc, end)
+	} else {
+		uc.Close()
+	}
+	rev.pool.Release(in)
+	c.consume(body)
+	c.idleAt = end
+	d := end.Sub(start)
+	rev.count(resp.Status, d)
+	g.logAccess(req, c.remote, rev, in, resp.Status, bytesOut, d, cold, werr)
+	return werr == nil && complete && !closeClient
+}
+
+// relayBody writes out (the head) with the body bytes already read, then the rest as it
+// arrives. complete: the body ended where its framing said and nothing followed it (the
+// connection can be kept).
+func (c *conn) relayBody(uc *upstream.Conn, out []byte, dechunk bool) (n int64, werr error, complete bool) {
+	resp := &c.resp
+	var cs http1.ChunkScanner
+	remaining := resp.Length
+	// part is the message's share of b: b[:used], or (dechunk) only its data in c.dec.
+	part := func(b []byte) (used int, fin bool, err error) {
+		switch resp.Body {
+		case http1.Chunked:
+			if !dechunk {
+				used, err = cs.Scan(b)
+				return used, cs.Done(), err
+			}
+			for used < len(b) && !cs.Done() {
+				k, data, err := cs.Next(b[used:])
+				if err != nil {
+					return used, false, err
+				}
+				if data {
+					c.dec = append(c.dec, b[used:used+k]...)
+				}
+				used += k
+			}
+			return used, cs.Done(), nil
+		case http1.UntilClose:
+			return len(b), false, nil
+		case http1.Length:
+			k := int(min(int64(len(b)), remaining))
+			remaining -= int64(k)
+			return k, remaining == 0, nil
+		}
+		return 0, true, nil
+	}
+	// The head and the body bytes read with it go out in one write.
+	c.dec = c.dec[:0]
+	used, fin, err := part(uc.Buf[uc.R:uc.W])
+	if dechunk {
+		out = append(out, c.dec...)
+		n = int64(len(c.dec))
+	} else {
+		out = append(out, uc.Buf[uc.R:uc.R+used]...)
+		n = int64(used)
+	}
+	uc.R += used
+	c.out = out
+	c.pushWriteDeadline()
+	if _, werr = c.c.Write(out); werr != nil {
+		return n, werr, false
+	}
+	for err == nil && !fin {
+		uc.R, uc.W = 0, 0
+		m, rerr := uc.Conn.Read(uc.Buf)
+		uc.W = m
+		if m > 0 {
+			c.dec = c.dec[:0]
+			used, fin, err = part(uc.Buf[:m])
+			uc.R = used
+			chunk := uc.Buf[:used]
+			if dechunk {
+				chunk = c.dec
+			}
+			if len(chunk) > 0 {
+				c.pushWriteDeadline()
+				if _, werr = c.c.Write(chunk); werr != nil {
+					return n, werr, false
+				}
+				n += int64(len(chunk))
+			}
+		}
+		if rerr != nil && err == nil && !fin {
+			if rerr == io.EOF && resp.Body == http1.UntilClose {
+				return n, nil, false
+			}
+			return n, rerr, false // the client sees a cut-off body, then a close
+		}
+	}
+	if err != nil {
+		return n, http1.ErrUpstream, false
+	}
+	return n, nil, uc.R == uc.W
+}
+
+// consume drops the served request (head and body) from the read buffer.
+func (c *conn) consume(b *reqBody) {
+	c.r = b.start + b.buffered
+	if b.leftover != nil { // bytes after a streamed body: the next request's start
+		c.r, c.w = 0, copy(c.buf, b.leftover)
+		b.leftover = nil
+	}
+}
+
+// fail answers f for a request that was not forwarded; the request's body (if any) is
+// unread, so the connection closes unless the body was all here.
+func (c *conn) fail(rev *revision, start time.Time, cold time.Duration, f failure) bool {
+	e := http1.Error{Status: f.status, Reason: f.reason, Msg: f.msg}
+	var ra []byte
+	if f.retryAfter != "" {
+		ra = []byte("Retry-After: " + f.retryAfter + "\r\n")
+	}
+	req := &c.req
+	close := req.Close || !c.bodyBuffered()
+	c.answer(rev, start, ra, &e, cold, close)
+	if !close {
+		c.r += req.HeadLen + int(req.Length)
+	}
+	return !close
+}
+
+// bodyBuffered reports whether the whole request body is in buf (so the next request
+// can be found after it).
+func (c *conn) bodyBuffered() bool {
+	req := &c.req
+	switch req.Body {
+	case http1.NoBody:
+		return true
+	case http1.Length:
+		return int64(c.w-c.r-req.HeadLen) >= req.Length
+	}
+	return false
+}
+
+// answerBodyError answers a request whose body could not be read or forwarded; the
+// connection closes.
+func (c *conn) answerBodyError(rev *revision, start time.Time, cold time.Duration, err error) bool {
+	var e *http1.Error
+	if !errors.As(err, &e) {
+		if isTimeout(err) {
+			e = http1.ErrReadTimeout
+		} else {
+			// the client went away mid-body, or the instance stopped reading it
+			e = &http1.Error{Status: 502, Reason: "upstream_error", Msg: "rouse: revision " + rev.name + " instance failed: " + err.Error() + "\n"}
+			if errors.Is(err, errClientBody) {
+				c.g.metrics.rejected.WithLabelValues("client_gone").Inc()
+				return false
+			}
+		}
+	}
+	c.answer(rev, start, nil, e, cold, true)
+	return false
+}
+
+// answer writes an answer of the gateway's own and accounts for it.
+func (c *conn) answer(rev *revision, start time.Time, extra []byte, e *http1.Error, cold time.Duration, close bool) {
+	g := c.g
+	lines := [][]byte{extra}
+	var cs [48]byte
+	if cold > 0 {
+		lines = append(lines, append(http1.AppendMillis(append(cs[:0], ColdStartHeader+": "...), cold.Milliseconds()), '\r', '\n'))
+	}
+	c.out = http1.AppendAnswer(c.out[:0], e.Status, e.Msg, close, lines...)
+	// Counted before the client can read the answer: gauges then never lag it.
+	g.metrics.rejected.WithLabelValues(e.Reason).Inc()
+	d := g.clk.Now().Sub(start)
+	if rev != nil {
+		rev.count(e.Status, d)
+	}
+	c.pushWriteDeadline()
+	_, werr := c.c.Write(c.out)
+	if c.req.Method != nil {
+		g.logAccess(&c.req, c.remote, rev, nil, e.Status, int64(len(e.Msg)), d, cold, werr)
+	}
+	c.idleAt = g.clk.Now()
+}
+
+func idempotent(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+func isDialError(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func isTimeout(err error) bool {
+	var nerr net.Error
+	return errors.As(err, &nerr) && nerr.Timeout()
+}

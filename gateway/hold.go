@@ -1,0 +1,62 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/rouse-run/rouse/gateway/balance"
+)
+
+// acquire gets a slot on an instance of rev: at once when one is free, else by holding
+// the request while the revision wakes or queueing it while its instances are full. cold
+// is how long it was held for a cold start; a failure says how to answer instead.
+func (g *Gateway) acquire(rev *revision, start, deadline time.Time) (*balance.Instance[*backend], time.Duration, *failure) {
+	if in := rev.pool.TryAcquire(); in != nil {
+		return in, 0, nil
+	}
+	in, w, held, err := rev.pool.Acquire()
+	if err != nil {
+		return nil, 0, &failure{503, "1", "overflow", "rouse: revision " + rev.name + " is at capacity: every instance is busy and the queue is full\n"}
+	}
+	if in != nil {
+		return in, 0, nil
+	}
+	if held > 0 && held&(held-1) == 0 {
+		g.activation() // 1, 2, 4, 8… held: tell scalers now, and again as the burst grows
+	}
+	if w.Held {
+		rev.maybeFollow()
+	}
+	rev.maybeProbe()
+	waitStart := g.clk.Now()
+	limit := deadline.Sub(waitStart)
+	if w.Held {
+		limit = min(limit, rev.activationTimeout()-waitStart.Sub(start))
+	}
+	t := g.clk.NewTimer(limit)
+	select {
+	case in = <-w.C:
+	case <-t.C():
+		in = rev.pool.Cancel(w)
+	case <-g.drainHard:
+		in = rev.pool.Cancel(w)
+	}
+	t.Stop()
+	if in == nil {
+		_, _, ready := rev.pool.Stats()
+		switch {
+		case rev.isRetired():
+			return nil, 0, &failure{503, "1", "retired", "rouse: revision " + rev.name + " is no longer routed\n"}
+		case w.Held && ready == 0:
+			return nil, 0, &failure{503, "10", "activation_timeout",
+				"rouse: revision " + rev.name + " could not be started: no instance became ready within " + rev.activationTimeout().String() + "\n"}
+		default:
+			return nil, 0, &failure{504, "", "queue_timeout", "rouse: revision " + rev.name + " had no free instance within its timeout of " + rev.timeout().String() + "\n"}
+		}
+	}
+	var cold time.Duration
+	if w.Held {
+		cold = g.clk.Now().Sub(waitStart)
+		rev.cold.Observe(cold.Seconds())
+	}
+	return in, cold, nil
+}

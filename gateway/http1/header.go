@@ -1,0 +1,264 @@
+// Package http1 is the gateway's one implementation of the HTTP/1.1 rules (RFC 9110,
+// RFC 9112): request and response head parsing, message framing, the chunked coding,
+// hop-by-hop and Connection-token stripping, X-Forwarded-* rewriting, which messages
+// carry a body, and the gateway's own error answers. It is stricter than the RFCs
+// require wherever a recipient may choose (bare LF, obs-fold, duplicate framing headers
+// are errors, not repaired), because a proxy that repairs what the next hop reads
+// differently is how smuggling works. It uses only the standard library and allocates
+// nothing per message: results are offsets and slices into the caller's buffer.
+package http1
+
+import "bytes"
+
+// Span is a header line, [Start, End) relative to the head's first byte, without its CRLF.
+type Span struct{ Start, End int32 }
+
+// IsToken reports whether b is a non-empty RFC 9110 token.
+func IsToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !tchar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// tchar: RFC 9110 §5.6.2.
+var tchar = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// validValue reports whether a field value (OWS already trimmed) holds only VCHAR,
+// obs-text, SP and HTAB: no CR, LF, NUL or other control byte.
+func validValue(v []byte) bool {
+	for _, c := range v {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// field splits the header line at head[off:] and returns the offset of the next line.
+// head ends with the CRLF of its last field line (the blank line is not part of it).
+// ok is false for anything but `token ":" OWS value OWS CRLF` with a valid value: a
+// line without CRLF (a bare LF or CR inside it), obs-fold, whitespace before the colon.
+// vstart is the value's offset in head.
+func field(head []byte, off int) (line, name, value []byte, vstart, next int, ok bool) {
+	eol := bytes.IndexByte(head[off:], '\n')
+	if eol < 1 || head[off+eol-1] != '\r' {
+		return nil, nil, nil, 0, len(head), false
+	}
+	line = head[off : off+eol-1]
+	next = off + eol + 1
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !IsToken(line[:colon]) {
+		return line, nil, nil, 0, next, false
+	}
+	v := line[colon+1:]
+	lead := 0
+	for lead < len(v) && (v[lead] == ' ' || v[lead] == '\t') {
+		lead++
+	}
+	value = trimOWS(v[lead:])
+	if !validValue(value) {
+		return line, nil, nil, 0, next, false
+	}
+	return line, line[:colon], value, off + colon + 1 + lead, next, true
+}
+
+// header names the parsers act on, by identity.
+type hdr uint8
+
+const (
+	hOther hdr = iota
+	hHost
+	hContentLength
+	hTransferEncoding
+	hConnection
+	hKeepAlive
+	hProxyConnection
+	hTE
+	hTrailer
+	hUpgrade
+	hProxyAuthenticate
+	hProxyAuthorization
+	hExpect
+	hXForwardedFor
+	hXForwardedHost
+	hXForwardedProto
+	hHTTP2Settings
+)
+
+// classify names the headers the rules treat specially; one switch on length first so
+// the common header costs one comparison.
+func classify(name []byte) hdr {
+	eq := func(s string) bool { return bytes.EqualFold(name, []byte(s)) }
+	switch len(name) {
+	case 2:
+		if eq("TE") {
+			return hTE
+		}
+	case 4:
+		if eq("Host") {
+			return hHost
+		}
+	case 6:
+		if eq("Expect") {
+			return hExpect
+		}
+	case 7:
+		if eq("Upgrade") {
+			return hUpgrade
+		}
+		if eq("Trailer") {
+			return hTrailer
+		}
+	case 10:
+		if eq("Connection") {
+			return hConnection
+		}
+		if eq("Keep-Alive") {
+			return hKeepAlive
+		}
+	case 14:
+		if eq("Content-Length") {
+			return hContentLength
+		}
+		if eq("HTTP2-Settings") {
+			return hHTTP2Settings
+		}
+	case 15:
+		if eq("X-Forwarded-For") {
+			return hXForwardedFor
+		}
+	case 16:
+		if eq("X-Forwarded-Host") {
+			return hXForwardedHost
+		}
+		if eq("Proxy-Connection") {
+			return hProxyConnection
+		}
+	case 17:
+		if eq("X-Forwarded-Proto") {
+			return hXForwardedProto
+		}
+		if eq("Transfer-Encoding") {
+			return hTransferEncoding
+		}
+	case 18:
+		if eq("Proxy-Authenticate") {
+			return hProxyAuthenticate
+		}
+	case 19:
+		if eq("Proxy-Authorization") {
+			return hProxyAuthorization
+		}
+	}
+	return hOther
+}
+
+// hopByHop: the headers RFC 9110 §7.6.1 says a proxy does not forward, plus the
+// proxy-authentication pair (they are for this hop's proxy) and Proxy-Connection (a
+// non-standard spelling of Connection).
+func (h hdr) hopByHop() bool {
+	switch h {
+	case hConnection, hKeepAlive, hProxyConnection, hTE, hTrailer, hUpgrade, hProxyAuthenticate, hProxyAuthorization:
+		return true
+	}
+	return false
+}
+
+// framing headers are never dropped because a Connection header names them: the
+// gateway relays the body with the framing they declare, so the next hop needs them.
+func (h hdr) framing() bool { return h == hContentLength || h == hTransferEncoding || h == hHost }
+
+// connTokens is what a Connection header says.
+type connTokens struct {
+	close, keepAlive, upgrade bool
+	named                     bool // it names other headers, which are hop-by-hop too
+}
+
+func (t *connTokens) add(v []byte) bool {
+	for len(v) > 0 {
+		var tok []byte
+		tok, v, _ = bytes.Cut(v, []byte(","))
+		tok = trimOWS(tok)
+		switch {
+		case len(tok) == 0:
+		case !IsToken(tok):
+			return false
+		case bytes.EqualFold(tok, []byte("close")):
+			t.close = true
+		case bytes.EqualFold(tok, []byte("keep-alive")):
+			t.keepAlive = true
+		case bytes.EqualFold(tok, []byte("upgrade")):
+			t.upgrade = true
+		default:
+			t.named = true
+		}
+	}
+	return true
+}
+
+// listHas reports whether a comma-separated list holds tok (case-insensitive).
+func listHas(list, tok []byte) bool {
+	for len(list) > 0 {
+		var t []byte
+		t, list, _ = bytes.Cut(list, []byte(","))
+		if bytes.EqualFold(trimOWS(t), tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// namedBy reports whether any Connection header line among conns names name.
+func namedBy(head []byte, conns []Span, name []byte) bool {
+	for _, s := range conns {
+		line := head[s.Start:s.End]
+		_, v, _ := bytes.Cut(line, []byte(":"))
+		if listHas(v, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseLength reads a Content-Length value: 1 to 18 digits, nothing else.
+func parseLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, b := range v {
+		if b < '0' || b > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(b-'0')
+	}
+	return n, true
+}

@@ -1,0 +1,243 @@
+package http1
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// Response is a parsed response head; spans are relative to the head's first byte.
+type Response struct {
+	Status  int
+	Minor   uint8
+	HeadLen int
+
+	Body   Body
+	Length int64 // with Body == Length
+
+	// Close: the instance closes the connection after this response, or it must not
+	// be reused (its framing cannot be trusted to have ended where it says).
+	Close bool
+	// Drop are the header lines not forwarded: hop-by-hop ones, those the Connection
+	// header names, and Content-Length beside chunked.
+	Drop []Span
+
+	conns []Span
+	cls   []Span
+	tes   []Span
+}
+
+// ParseResponse parses head (status line through the blank line) of the response to a
+// request with the given method, into resp (its slices reused). Any error is ErrUpstream.
+func ParseResponse(head, method []byte, resp *Response) error {
+	*resp = Response{Drop: resp.Drop[:0], conns: resp.conns[:0], cls: resp.cls[:0], tes: resp.tes[:0], HeadLen: len(head)}
+	if len(head) < 4 || !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+		return ErrUpstream
+	}
+	fields := head[:len(head)-2]
+	eol := bytes.IndexByte(fields, '\n')
+	if eol < 1 || fields[eol-1] != '\r' {
+		return ErrUpstream
+	}
+	line := fields[:eol-1]
+	// HTTP/1.x SP 3DIGIT [SP reason]
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || (line[7] != '0' && line[7] != '1') || line[8] != ' ' {
+		return ErrUpstream
+	}
+	resp.Minor = line[7] - '0'
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return ErrUpstream
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 || (len(line) > 12 && line[12] != ' ') || !validValue(line[12:]) {
+		return ErrUpstream
+	}
+	resp.Status = code
+
+	var (
+		conn    connTokens
+		te      []byte
+		tes     int
+		n       int64
+		cls     int
+		clValid = true
+	)
+	for off := eol + 1; off < len(fields); {
+		start := off
+		line, name, value, _, next, ok := field(fields, off)
+		off = next
+		if !ok {
+			return ErrUpstream
+		}
+		span := Span{int32(start), int32(start + len(line))}
+		switch h := classify(name); {
+		case h == hContentLength:
+			v, ok := parseLength(value)
+			if cls++; !ok || (cls > 1 && v != n) {
+				clValid = false
+			}
+			n = v
+			resp.cls = append(resp.cls, span)
+		case h == hTransferEncoding:
+			tes++
+			te = value // the final coding is in the last line
+			resp.tes = append(resp.tes, span)
+		case h == hConnection || h == hProxyConnection:
+			if !conn.add(value) {
+				return ErrUpstream
+			}
+			resp.conns = append(resp.conns, span)
+			resp.Drop = append(resp.Drop, span)
+		case h.hopByHop():
+			if code != 101 || h != hUpgrade {
+				resp.Drop = append(resp.Drop, span)
+			}
+		}
+	}
+	if resp.Minor == 0 {
+		resp.Close = !conn.keepAlive || conn.close
+	} else {
+		resp.Close = conn.close
+	}
+	chunked := tes > 0 && bytes.EqualFold(trimOWS(te[bytes.LastIndexByte(te, ',')+1:]), []byte("chunked"))
+	switch {
+	case tes > 0 && resp.Minor == 0:
+		return ErrUpstream // RFC 9112 §6.1: faulty framing
+	case !clValid && tes == 0:
+		return ErrUpstream // RFC 9112 §6.3: an invalid or conflicting length is unrecoverable
+	}
+	switch {
+	case string(method) == "HEAD" || code < 200 || code == 204 || code == 304:
+		resp.Body = NoBody
+		// A body announced where none may follow (HEAD, 204, 304): if the instance sends
+		// one anyway, it would be read as the next response, so the connection is not
+		// reused. HEAD of a non-empty resource pays a new connection for this.
+		if tes > 0 || n > 0 {
+			resp.Close = true
+		}
+	case chunked:
+		resp.Body = Chunked
+		resp.Drop = append(resp.Drop, resp.cls...) // chunked wins; the client must not see both
+	case tes > 0:
+		resp.Body, resp.Close = UntilClose, true
+	case cls > 0:
+		resp.Body, resp.Length = Length, n
+		if n == 0 {
+			resp.Body = NoBody
+		}
+	default:
+		resp.Body, resp.Close = UntilClose, true
+	}
+	if conn.named {
+		for off := eol + 1; off < len(fields); {
+			start := off
+			line, name, _, _, next, _ := field(fields, off) // every line was checked above
+			off = next
+			if h := classify(name); !h.framing() && h != hConnection && namedBy(fields, resp.conns, name) {
+				resp.Drop = append(resp.Drop, Span{int32(start), int32(start + len(line))})
+			}
+		}
+	}
+	sortSpans(resp.Drop)
+	return nil
+}
+
+// Dechunk drops the Transfer-Encoding lines of a chunked response, for a client that
+// gets its data without the coding (an HTTP/1.0 client: the body then ends with the
+// connection).
+func (resp *Response) Dechunk() {
+	resp.Drop = append(resp.Drop, resp.tes...)
+	sortSpans(resp.Drop)
+}
+
+func sortSpans(s []Span) {
+	for i := 1; i < len(s); i++ { // few lines: insertion sort, no allocation
+		for j := i; j > 0 && s[j].Start < s[j-1].Start; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+// AppendResponseHead appends the response head to forward to a client: the status line
+// as HTTP/1.1, the lines not dropped, extra (whole lines with CRLF), then the
+// connection's own header and the blank line. keepAlive10 answers an HTTP/1.0 client
+// that asked to keep the connection.
+func AppendResponseHead(dst, head []byte, resp *Response, close, keepAlive10 bool, extra ...[]byte) []byte {
+	dst = append(dst, "HTTP/1.1"...)
+	pos := len("HTTP/1.1")
+	end := len(head) - 2
+	for _, d := range resp.Drop {
+		if int(d.Start) > pos {
+			dst = append(dst, head[pos:d.Start]...)
+		}
+		pos = max(pos, int(d.End)+2)
+	}
+	dst = append(dst, head[pos:end]...)
+	for _, e := range extra {
+		dst = append(dst, e...)
+	}
+	switch {
+	case close:
+		dst = append(dst, "Connection: close\r\n"...)
+	case keepAlive10:
+		dst = append(dst, "Connection: keep-alive\r\n"...)
+	}
+	return append(dst, "\r\n"...)
+}
+
+// Forwarded is what the gateway states about a request in X-Forwarded-*.
+type Forwarded struct {
+	ClientIP []byte // the peer's address, appended to X-Forwarded-For
+	Proto    string // "http" or "https"
+	// Trust keeps the client's X-Forwarded-Proto and -Host (a trusted proxy is in front).
+	Trust bool
+}
+
+// AppendRequestHead appends the request head to forward to an instance: an origin-form
+// request line in HTTP/1.1, Host, the kept lines, X-Forwarded-* (every client
+// X-Forwarded-For value joined in order, then the client's address: RFC 7239's and Go's
+// and nginx's rule), the upgrade headers if upgrade, then the blank line.
+func AppendRequestHead(dst, head []byte, req *Request, fwd Forwarded, upgrade bool) []byte {
+	dst = append(dst, req.Method...)
+	dst = append(dst, ' ')
+	if len(req.Path) == 0 || req.Path[0] == '?' {
+		dst = append(dst, '/')
+	}
+	dst = append(dst, req.Path...)
+	dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	dst = append(dst, req.Host...)
+	dst = append(dst, "\r\n"...)
+	for _, s := range req.Keep {
+		dst = append(append(dst, head[s.Start:s.End]...), "\r\n"...)
+	}
+	dst = append(dst, "X-Forwarded-For: "...)
+	for _, s := range req.XFF {
+		dst = append(append(dst, head[s.Start:s.End]...), ", "...)
+	}
+	dst = append(dst, fwd.ClientIP...)
+	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
+	if fwd.Trust && len(req.XFP) > 0 {
+		dst = append(dst, req.XFP...)
+	} else {
+		dst = append(dst, fwd.Proto...)
+	}
+	dst = append(dst, "\r\nX-Forwarded-Host: "...)
+	if fwd.Trust && len(req.XFH) > 0 {
+		dst = append(dst, req.XFH...)
+	} else {
+		dst = append(dst, req.Host...)
+	}
+	dst = append(dst, "\r\n"...)
+	if upgrade {
+		dst = append(dst, "Connection: Upgrade\r\nUpgrade: "...)
+		dst = append(append(dst, req.Upgrade...), "\r\n"...)
+	}
+	return append(dst, "\r\n"...)
+}
+
+// AppendMillis appends d as "<n>ms" (the cold-start header's value).
+func AppendMillis(b []byte, ms int64) []byte {
+	return append(strconv.AppendInt(b, ms, 10), "ms"...)
+}
