@@ -50,9 +50,16 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## fuzz: a 60 s fuzz run of the spec parser
-fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./jobspec/
+## fuzz: each fuzz target for FUZZTIME (default 60s): the spec parser, the gateway's HTTP/1.1
+## rules against net/http, and request pipelines through a real gateway (their seed corpora
+## run in `make test`); `make fuzz FUZZTIME=10m` is the long run
+FUZZTIME ?= 60s
+fuzz: tools
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./jobspec/
+	@for t in FuzzParseRequest FuzzParseResponse FuzzChunked; do \
+	  echo "fuzz $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./gateway/http1/ || exit 1; done
+	@for t in FuzzPipeline FuzzPipelineHostile; do \
+	  echo "fuzz $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./gateway/ || exit 1; done
 
 ## bench-deps: load generator and the peer proxy the benchmarks compare against
 bench-deps:

@@ -3,18 +3,20 @@ package http1
 // ChunkScanner follows the chunked coding (RFC 9112 §7.1) across reads. It never buffers:
 // Next says how many of the bytes given belong to the message and whether they are
 // chunk data, so a relay can pass the coding through unchanged (or keep only the data).
-// It is strict where the RFC lets a recipient be lenient: CRLF only (no bare LF or CR),
-// at most 15 hex digits, extensions and trailer fields of visible bytes only.
+// It is strict where the RFC lets a recipient be lenient, and never more lenient than Go's
+// net/http: CRLF only (no bare LF or CR), at most 15 hex digits, no whitespace after the
+// size, extensions and trailer fields of visible bytes only, a size line and the trailer
+// section each under 4 000 bytes.
 type ChunkScanner struct {
-	state  uint8
-	digits uint8
-	size   int64
-	lineN  int // bytes of the current extension or trailer line
+	state    uint8
+	digits   uint8
+	size     int64
+	lineN    int // bytes of the current size line
+	trailerN int // bytes of the trailer section
 }
 
 const (
 	csSize uint8 = iota
-	csSizeWS
 	csExt
 	csSizeLF
 	csData
@@ -28,8 +30,10 @@ const (
 	csDone
 )
 
-// maxChunkLine bounds an extension or a trailer line (Go's net/http allows 4 KiB).
-const maxChunkLine = 4096
+// maxChunkLine bounds a size line (with its extensions) and the whole trailer section:
+// Go's net/http refuses a chunk line of 4 KiB and a trailer section that does not fit its
+// 4 KiB read buffer.
+const maxChunkLine = 4000
 
 // Done reports whether the message's last byte was consumed.
 func (s *ChunkScanner) Done() bool { return s.state == csDone }
@@ -50,6 +54,7 @@ func (s *ChunkScanner) Next(b []byte) (n int, data bool, err error) {
 		c := b[i]
 		switch s.state {
 		case csSize:
+			s.lineN++
 			switch {
 			case c >= '0' && c <= '9', c >= 'a' && c <= 'f', c >= 'A' && c <= 'F':
 				if s.digits++; s.digits > 15 {
@@ -58,23 +63,11 @@ func (s *ChunkScanner) Next(b []byte) (n int, data bool, err error) {
 				s.size = s.size<<4 | int64(unhex(c))
 			case s.digits == 0:
 				return i, false, ErrBadChunk
-			case c == ' ' || c == '\t':
-				s.state = csSizeWS
 			case c == ';':
 				s.state = csExt
 			case c == '\r':
 				s.state = csSizeLF
-			default:
-				return i, false, ErrBadChunk
-			}
-		case csSizeWS: // BWS before an extension (RFC 9112 §7.1.1) or the line's end
-			switch c {
-			case ' ', '\t':
-			case ';':
-				s.state = csExt
-			case '\r':
-				s.state = csSizeLF
-			default:
+			default: // whitespace too: RFC 9112 allows BWS before ';', net/http does not
 				return i, false, ErrBadChunk
 			}
 		case csExt:
@@ -112,13 +105,13 @@ func (s *ChunkScanner) Next(b []byte) (n int, data bool, err error) {
 			switch {
 			case c == '\r':
 				s.state = csEndLF
-			case c < 0x80 && tchar[c]:
-				s.state, s.lineN = csTrailerName, 1
+			case tchar[c]:
+				s.state = csTrailerName
 			default:
 				return i, false, ErrBadChunk
 			}
 		case csTrailerName:
-			if s.lineN++; s.lineN > maxChunkLine {
+			if s.trailerN++; s.trailerN > maxChunkLine {
 				return i, false, ErrBadChunk
 			}
 			switch {
@@ -128,7 +121,7 @@ func (s *ChunkScanner) Next(b []byte) (n int, data bool, err error) {
 				return i, false, ErrBadChunk
 			}
 		case csTrailerValue:
-			if s.lineN++; s.lineN > maxChunkLine {
+			if s.trailerN++; s.trailerN > maxChunkLine {
 				return i, false, ErrBadChunk
 			}
 			switch {
@@ -141,7 +134,7 @@ func (s *ChunkScanner) Next(b []byte) (n int, data bool, err error) {
 			if c != '\n' {
 				return i, false, ErrBadChunk
 			}
-			s.state, s.lineN = csTrailerStart, 0
+			s.state = csTrailerStart
 		case csEndLF:
 			if c != '\n' {
 				return i, false, ErrBadChunk

@@ -52,6 +52,28 @@ func validValue(v []byte) bool {
 	return true
 }
 
+// equalFold compares ASCII case-insensitively, and only ASCII: bytes.EqualFold folds
+// Unicode too (U+212A KELVIN SIGN is 'k'), so "chun\u212aed" would pass for "chunked"
+// where every other parser sees an unknown coding.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
 func trimOWS(b []byte) []byte {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
 		b = b[1:]
@@ -116,7 +138,7 @@ const (
 // classify names the headers the rules treat specially; one switch on length first so
 // the common header costs one comparison.
 func classify(name []byte) hdr {
-	eq := func(s string) bool { return bytes.EqualFold(name, []byte(s)) }
+	eq := func(s string) bool { return equalFold(name, s) }
 	switch len(name) {
 	case 2:
 		if eq("TE") {
@@ -196,10 +218,15 @@ func (h hdr) hopByHop() bool {
 // gateway relays the body with the framing they declare, so the next hop needs them.
 func (h hdr) framing() bool { return h == hContentLength || h == hTransferEncoding || h == hHost }
 
-// connTokens is what a Connection header says.
+// maxNamed bounds the header names one message's Connection headers may list: each kept
+// line is compared with each name, so an unbounded list would make one head cost
+// lines × names comparisons (a 32 KiB head could take a second of CPU).
+const maxNamed = 16
+
+// connTokens is what a message's Connection headers say.
 type connTokens struct {
 	close, keepAlive, upgrade bool
-	named                     bool // it names other headers, which are hop-by-hop too
+	named                     [][]byte // other headers it names, which are hop-by-hop too
 }
 
 func (t *connTokens) add(v []byte) bool {
@@ -211,37 +238,39 @@ func (t *connTokens) add(v []byte) bool {
 		case len(tok) == 0:
 		case !IsToken(tok):
 			return false
-		case bytes.EqualFold(tok, []byte("close")):
+		case equalFold(tok, "close"):
 			t.close = true
-		case bytes.EqualFold(tok, []byte("keep-alive")):
+		case equalFold(tok, "keep-alive"):
 			t.keepAlive = true
-		case bytes.EqualFold(tok, []byte("upgrade")):
+		case equalFold(tok, "upgrade"):
 			t.upgrade = true
+		case t.names(tok):
 		default:
-			t.named = true
+			if len(t.named) == maxNamed {
+				return false
+			}
+			t.named = append(t.named, tok)
 		}
 	}
 	return true
 }
 
-// listHas reports whether a comma-separated list holds tok (case-insensitive).
-func listHas(list, tok []byte) bool {
-	for len(list) > 0 {
-		var t []byte
-		t, list, _ = bytes.Cut(list, []byte(","))
-		if bytes.EqualFold(trimOWS(t), tok) {
+// names reports whether the Connection headers name name.
+func (t *connTokens) names(name []byte) bool {
+	for _, n := range t.named {
+		if len(n) == len(name) && equalFold(n, string(name)) {
 			return true
 		}
 	}
 	return false
 }
 
-// namedBy reports whether any Connection header line among conns names name.
-func namedBy(head []byte, conns []Span, name []byte) bool {
-	for _, s := range conns {
-		line := head[s.Start:s.End]
-		_, v, _ := bytes.Cut(line, []byte(":"))
-		if listHas(v, name) {
+// listHas reports whether a comma-separated list holds tok (ASCII case-insensitive).
+func listHas(list []byte, tok string) bool {
+	for len(list) > 0 {
+		var t []byte
+		t, list, _ = bytes.Cut(list, []byte(","))
+		if equalFold(trimOWS(t), tok) {
 			return true
 		}
 	}

@@ -48,15 +48,15 @@ type Request struct {
 	XFF      []Span
 	XFH, XFP []byte
 
-	conns   []Span // Connection header lines
-	absHost []byte // an absolute-form target's authority
+	named   [][]byte // the header names Connection lists
+	absHost []byte   // an absolute-form target's authority
 }
 
 // ParseRequest parses head (a request line and header lines through the blank line:
 // head ends in "\r\n\r\n") into req, reusing req's slices. A nil error means the head is
 // well-formed and its framing unambiguous; otherwise the *Error says how to answer.
 func ParseRequest(head []byte, req *Request) error {
-	*req = Request{Keep: req.Keep[:0], XFF: req.XFF[:0], conns: req.conns[:0], HeadLen: len(head)}
+	*req = Request{Keep: req.Keep[:0], XFF: req.XFF[:0], named: req.named[:0], HeadLen: len(head)}
 	if len(head) < 4 || !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
 		return ErrMalformed
 	}
@@ -69,7 +69,7 @@ func ParseRequest(head []byte, req *Request) error {
 		return err
 	}
 	var (
-		conn                 connTokens
+		conn                 = connTokens{named: req.named}
 		hosts, cls, tes, xes int
 		te                   []byte
 		upgrade              []byte
@@ -105,11 +105,10 @@ func ParseRequest(head []byte, req *Request) error {
 			if !conn.add(value) {
 				return ErrMalformed
 			}
-			req.conns = append(req.conns, span)
 		case hUpgrade:
 			upgrade = value
 		case hExpect:
-			if !bytes.EqualFold(value, []byte("100-continue")) {
+			if !equalFold(value, "100-continue") {
 				return ErrExpectation
 			}
 			xes++
@@ -125,6 +124,12 @@ func ParseRequest(head []byte, req *Request) error {
 		case hXForwardedProto:
 			if req.XFP == nil {
 				req.XFP = value
+			}
+		case hTrailer:
+			// Go's net/http refuses these as trailer fields; a next hop that honoured one
+			// would reframe the message after its body.
+			if listHas(value, "content-length") || listHas(value, "transfer-encoding") || listHas(value, "trailer") {
+				return ErrMalformed
 			}
 		default:
 			if !h.hopByHop() && h != hHTTP2Settings {
@@ -147,9 +152,9 @@ func ParseRequest(head []byte, req *Request) error {
 			return ErrBadFraming // RFC 9112 §6.1: faulty framing in HTTP/1.0
 		case cls > 0:
 			return ErrBadFraming // RFC 9112 §6.3: both is smuggling
-		case !bytes.EqualFold(trimOWS(te[bytes.LastIndexByte(te, ',')+1:]), []byte("chunked")):
+		case !equalFold(trimOWS(te[bytes.LastIndexByte(te, ',')+1:]), "chunked"):
 			return ErrNotChunked // RFC 9112 §6.3: the length cannot be known
-		case tes > 1 || !bytes.EqualFold(te, []byte("chunked")):
+		case tes > 1 || !equalFold(te, "chunked"):
 			return ErrCoding // chunked after another coding: not decoded here
 		}
 		req.Body, req.Length = Chunked, 0
@@ -165,23 +170,24 @@ func ParseRequest(head []byte, req *Request) error {
 		req.Close = conn.close
 	}
 	req.Expect100 = xes > 0 && req.Body != NoBody
-	if conn.upgrade && len(upgrade) > 0 && !listHas(upgrade, []byte("h2c")) {
+	if conn.upgrade && len(upgrade) > 0 && !listHas(upgrade, "h2c") {
 		req.Upgrade = upgrade
 	}
-	if conn.named {
-		req.Keep = dropNamed(fields, req.Keep, req.conns)
+	req.named = conn.named
+	if len(conn.named) > 0 {
+		req.Keep = dropNamed(fields, req.Keep, &conn)
 	}
 	return nil
 }
 
 // dropNamed removes from keep the lines whose names a Connection header lists, framing
 // headers excepted.
-func dropNamed(head []byte, keep, conns []Span) []Span {
+func dropNamed(head []byte, keep []Span, conn *connTokens) []Span {
 	out := keep[:0]
 	for _, s := range keep {
 		line := head[s.Start:s.End]
 		name, _, _ := bytes.Cut(line, []byte(":"))
-		if !classify(name).framing() && namedBy(head, conns, name) {
+		if !classify(name).framing() && conn.names(name) {
 			continue
 		}
 		out = append(out, s)
@@ -230,9 +236,9 @@ func (req *Request) requestLine(line []byte) error {
 		// absolute-form: http(s)://authority[path]
 		var rest []byte
 		switch {
-		case len(t) > 7 && bytes.EqualFold(t[:7], []byte("http://")):
+		case len(t) > 7 && equalFold(t[:7], "http://"):
 			rest = t[7:]
-		case len(t) > 8 && bytes.EqualFold(t[:8], []byte("https://")):
+		case len(t) > 8 && equalFold(t[:8], "https://"):
 			rest = t[8:]
 		default:
 			return ErrMalformed
@@ -241,18 +247,42 @@ func (req *Request) requestLine(line []byte) error {
 		if end < 0 {
 			end = len(rest)
 		}
-		if !ValidHost(rest[:end]) {
+		// No escapes in the authority: net/url would route on the decoded name.
+		if !ValidHost(rest[:end]) || bytes.IndexByte(rest[:end], '%') >= 0 {
 			return ErrBadHost
 		}
 		req.absHost = rest[:end]
 		req.Path = rest[end:]
 	}
+	if !validEscapes(req.Path) {
+		return ErrMalformed
+	}
 	return nil
+}
+
+// validEscapes reports whether every '%' in the path (before any '?') starts a
+// two-hex-digit escape, as net/url requires of a request path.
+func validEscapes(target []byte) bool {
+	path, _, _ := bytes.Cut(target, []byte("?"))
+	for i := 0; i < len(path); i++ {
+		if path[i] == '%' {
+			if i+2 >= len(path) || !ishex(path[i+1]) || !ishex(path[i+2]) {
+				return false
+			}
+			i += 2
+		}
+	}
+	return true
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // ValidHost reports whether an authority is one the gateway routes: a non-empty
 // reg-name, IPv4 or bracketed IPv6 literal with an optional port, and no userinfo. It
 // takes the bytes Go's net/http accepts in a Host (httpguts.ValidHostHeader) less '@'.
+// A port, if any, is digits only.
 func ValidHost(h []byte) bool {
 	if len(h) == 0 {
 		return false
@@ -260,6 +290,17 @@ func ValidHost(h []byte) bool {
 	for _, c := range h {
 		if !hostByte[c] {
 			return false
+		}
+	}
+	port := h
+	if i := bytes.LastIndexByte(h, ']'); i >= 0 {
+		port = h[i+1:]
+	}
+	if i := bytes.LastIndexByte(port, ':'); i >= 0 {
+		for _, c := range port[i+1:] {
+			if c < '0' || c > '9' {
+				return false
+			}
 		}
 	}
 	return true

@@ -2,6 +2,7 @@ package http1
 
 import (
 	"bytes"
+	"slices"
 	"strconv"
 )
 
@@ -21,7 +22,7 @@ type Response struct {
 	// header names, and Content-Length beside chunked.
 	Drop []Span
 
-	conns []Span
+	named [][]byte
 	cls   []Span
 	tes   []Span
 }
@@ -29,7 +30,7 @@ type Response struct {
 // ParseResponse parses head (status line through the blank line) of the response to a
 // request with the given method, into resp (its slices reused). Any error is ErrUpstream.
 func ParseResponse(head, method []byte, resp *Response) error {
-	*resp = Response{Drop: resp.Drop[:0], conns: resp.conns[:0], cls: resp.cls[:0], tes: resp.tes[:0], HeadLen: len(head)}
+	*resp = Response{Drop: resp.Drop[:0], named: resp.named[:0], cls: resp.cls[:0], tes: resp.tes[:0], HeadLen: len(head)}
 	if len(head) < 4 || !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
 		return ErrUpstream
 	}
@@ -57,11 +58,12 @@ func ParseResponse(head, method []byte, resp *Response) error {
 	resp.Status = code
 
 	var (
-		conn    connTokens
+		conn    = connTokens{named: resp.named}
 		te      []byte
 		tes     int
 		n       int64
 		cls     int
+		clText  []byte
 		clValid = true
 	)
 	for off := eol + 1; off < len(fields); {
@@ -74,11 +76,12 @@ func ParseResponse(head, method []byte, resp *Response) error {
 		span := Span{int32(start), int32(start + len(line))}
 		switch h := classify(name); {
 		case h == hContentLength:
+			// Repeats must be the same text (net/http's rule: "5" and "05" differ).
 			v, ok := parseLength(value)
-			if cls++; !ok || (cls > 1 && v != n) {
+			if cls++; !ok || (cls > 1 && !bytes.Equal(value, clText)) {
 				clValid = false
 			}
-			n = v
+			n, clText = v, value
 			resp.cls = append(resp.cls, span)
 		case h == hTransferEncoding:
 			tes++
@@ -88,7 +91,6 @@ func ParseResponse(head, method []byte, resp *Response) error {
 			if !conn.add(value) {
 				return ErrUpstream
 			}
-			resp.conns = append(resp.conns, span)
 			resp.Drop = append(resp.Drop, span)
 		case h.hopByHop():
 			if code != 101 || h != hUpgrade {
@@ -101,12 +103,19 @@ func ParseResponse(head, method []byte, resp *Response) error {
 	} else {
 		resp.Close = conn.close
 	}
-	chunked := tes > 0 && bytes.EqualFold(trimOWS(te[bytes.LastIndexByte(te, ',')+1:]), []byte("chunked"))
+	resp.named = conn.named
+	// Only one coding is taken, chunked, on one line, as net/http's client does: a relayed
+	// head with any other Transfer-Encoding is one the clients behind would refuse, and
+	// an HTTP/1.0 client could not be given the body decoded.
+	chunked := tes == 1 && equalFold(te, "chunked")
 	switch {
-	case tes > 0 && resp.Minor == 0:
-		return ErrUpstream // RFC 9112 §6.1: faulty framing
-	case !clValid && tes == 0:
+	case tes > 0 && (resp.Minor == 0 || !chunked):
+		return ErrUpstream // RFC 9112 §6.1: faulty framing in 1.0; an unsupported coding
+	case !clValid:
 		return ErrUpstream // RFC 9112 §6.3: an invalid or conflicting length is unrecoverable
+	}
+	if tes > 0 {
+		resp.Drop = append(resp.Drop, resp.cls...) // chunked wins; the client must not see both
 	}
 	switch {
 	case string(method) == "HEAD" || code < 200 || code == 204 || code == 304:
@@ -119,9 +128,6 @@ func ParseResponse(head, method []byte, resp *Response) error {
 		}
 	case chunked:
 		resp.Body = Chunked
-		resp.Drop = append(resp.Drop, resp.cls...) // chunked wins; the client must not see both
-	case tes > 0:
-		resp.Body, resp.Close = UntilClose, true
 	case cls > 0:
 		resp.Body, resp.Length = Length, n
 		if n == 0 {
@@ -130,12 +136,12 @@ func ParseResponse(head, method []byte, resp *Response) error {
 	default:
 		resp.Body, resp.Close = UntilClose, true
 	}
-	if conn.named {
+	if len(conn.named) > 0 {
 		for off := eol + 1; off < len(fields); {
 			start := off
 			line, name, _, _, next, _ := field(fields, off) // every line was checked above
 			off = next
-			if h := classify(name); !h.framing() && h != hConnection && namedBy(fields, resp.conns, name) {
+			if h := classify(name); !h.framing() && h != hConnection && (code != 101 || h != hUpgrade) && conn.names(name) {
 				resp.Drop = append(resp.Drop, Span{int32(start), int32(start + len(line))})
 			}
 		}
@@ -153,11 +159,7 @@ func (resp *Response) Dechunk() {
 }
 
 func sortSpans(s []Span) {
-	for i := 1; i < len(s); i++ { // few lines: insertion sort, no allocation
-		for j := i; j > 0 && s[j].Start < s[j-1].Start; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
+	slices.SortFunc(s, func(a, b Span) int { return int(a.Start - b.Start) })
 }
 
 // AppendResponseHead appends the response head to forward to a client: the status line
