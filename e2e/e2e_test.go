@@ -13,7 +13,8 @@ import (
 	"time"
 
 	"github.com/rouse-run/rouse/control"
-	"github.com/rouse-run/rouse/internal/agents"
+	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/jobspec"
 )
 
@@ -80,7 +81,7 @@ func TestDeployIdleWake(t *testing.T) {
 		t.Errorf("a request to a running revision carries %s: %s", "X-Rouse-Cold-Start", r.cold)
 	}
 
-	idle := eventually(t, 45*time.Second, "idle revision scaled to zero", func() (bool, string) { return plat.atZero(res.Revision, true) })
+	idle := poll.Until(t, 45*time.Second, "idle revision scaled to zero", func() error { return plat.atZero(res.Revision, true) })
 	t.Logf("idle → zero instances (allocation exited) in %s", idle.Round(100*time.Millisecond))
 
 	r = plat.mustGet(t, res.URL)
@@ -110,7 +111,7 @@ func TestColdStartDistribution(t *testing.T) {
 	var took, held []time.Duration
 	for c := 0; c < cycles; c++ {
 		i := c % services
-		eventually(t, 45*time.Second, revs[i]+" at zero", func() (bool, string) { return plat.atZero(revs[i], false) })
+		poll.Until(t, 45*time.Second, revs[i]+" at zero", func() error { return plat.atZero(revs[i], false) })
 		r := plat.mustGet(t, urls[i])
 		if r.code != http.StatusOK {
 			t.Fatalf("cycle %d: %s answered %d %q", c, urls[i], r.code, r.body)
@@ -124,21 +125,35 @@ func TestColdStartDistribution(t *testing.T) {
 	}
 	p50, p99 := percentiles(took)
 	h50, h99 := percentiles(held)
-	line := fmt.Sprintf("cold start over %d scale-from-zero cycles, request in → response out: p50 %s, p99 %s (gateway hold p50 %s, p99 %s); target p50 ≤ 250ms, p99 ≤ 500ms",
-		cycles, p50.Round(time.Millisecond), p99.Round(time.Millisecond), h50, h99)
+	line := fmt.Sprintf("cold start over %d scale-from-zero cycles, request in → response out: p50 %s, p99 %s (gateway hold p50 %s, p99 %s); target p50 ≤ %s, p99 ≤ %s",
+		cycles, p50.Round(time.Millisecond), p99.Round(time.Millisecond), h50, h99, coldStartP50, coldStartP99)
 	t.Log(line)
 	fmt.Println("e2e: " + line)
-	if p99 > 3*time.Second {
-		t.Errorf("cold start p99 %s is beyond the loose bound of 3s", p99)
+	// The README's headline numbers (and docs/benchmarks.md) state these targets for this
+	// very test, so it holds them: with 20 cycles the nearest-rank p99 is the slowest one.
+	// They assume the machine to itself (on 2026-12-01: p50 128 ms, p99 165 ms); with
+	// several test runs at once on its 2 cores (load average 15) one run measured p99 2.1 s.
+	if p50 > coldStartP50 {
+		t.Errorf("cold start p50 %s is above the documented target %s", p50.Round(time.Millisecond), coldStartP50)
+	}
+	if p99 > coldStartP99 {
+		t.Errorf("cold start p99 %s is above the documented target %s", p99.Round(time.Millisecond), coldStartP99)
 	}
 }
+
+// The cold-start targets README.md's "Headline numbers" and docs/benchmarks.md state for
+// TestColdStartDistribution.
+const (
+	coldStartP50 = 250 * time.Millisecond
+	coldStartP99 = 500 * time.Millisecond
+)
 
 // Burst: 200 requests at once against a revision at zero whose instances take at most 10
 // at a time → every one answers 2xx (held while it wakes, then queued for slots).
 func TestBurstFromZero(t *testing.T) {
 	res := plat.apply(t, spec("burst", "autoscale", "  concurrency = 10", `    initial = 0
     max     = 10`), nil, nil)
-	eventually(t, 45*time.Second, "burst revision at zero", func() (bool, string) { return plat.atZero(res.Revision, false) })
+	poll.Until(t, 45*time.Second, "burst revision at zero", func() error { return plat.atZero(res.Revision, false) })
 
 	const n = 200
 	url := res.URL + "/?sleep=50"
@@ -201,9 +216,11 @@ func TestRollingUpdate(t *testing.T) {
 	plat.waitServing(t, v1.URL, v1.Revision)
 	load := plat.startLoad(v1.URL, 50)
 	defer load.stop()
-	eventually(t, 10*time.Second, "v1 answers under load", func() (bool, string) {
-		revs, _ := load.answered()
-		return revs[v1.Revision] >= 25, fmt.Sprint(revs)
+	poll.Until(t, 10*time.Second, "v1 answers under load", func() error {
+		if revs, _ := load.answered(); revs[v1.Revision] < 25 {
+			return fmt.Errorf("answers by revision %v", revs)
+		}
+		return nil
 	})
 
 	v2 := plat.apply(t, src, map[string]string{"target": "v2"}, nil)
@@ -211,19 +228,20 @@ func TestRollingUpdate(t *testing.T) {
 	if v2.Revision == v1.Revision || v2.Outcome != control.OutcomeCreated {
 		t.Fatalf("changed env: outcome %s revision %s (old %s), want a new revision", v2.Outcome, v2.Revision, v1.Revision)
 	}
-	eventually(t, 10*time.Second, "v2 answers", func() (bool, string) {
-		revs, _ := load.answered()
-		return revs[v2.Revision] >= 25, fmt.Sprint(revs)
-	})
-	drained := eventually(t, 60*time.Second, "old revision drained to zero", func() (bool, string) {
-		ok, detail := plat.atZero(v1.Revision, true)
-		if ok {
-			es, _, err := plat.c.Consul.Health().Service(v1.Revision, "", false, nil)
-			if err != nil || len(es) > 0 {
-				return false, fmt.Sprintf("consul still lists %d instance(s) of %s (%v)", len(es), v1.Revision, err)
-			}
+	poll.Until(t, 10*time.Second, "v2 answers", func() error {
+		if revs, _ := load.answered(); revs[v2.Revision] < 25 {
+			return fmt.Errorf("answers by revision %v", revs)
 		}
-		return ok, detail
+		return nil
+	})
+	drained := poll.Until(t, 60*time.Second, "old revision drained to zero", func() error {
+		if err := plat.atZero(v1.Revision, true); err != nil {
+			return err
+		}
+		if es, _, err := plat.c.Consul.Health().Service(v1.Revision, "", false, nil); err != nil || len(es) > 0 {
+			return fmt.Errorf("consul still lists %d instance(s) of %s (%v)", len(es), v1.Revision, err)
+		}
+		return nil
 	})
 	time.Sleep(time.Second) // keep the load on past the old instance's exit
 	load.stop()
@@ -252,15 +270,21 @@ func TestScaleDownUnderLoad(t *testing.T) {
 	load := plat.startLoad(res.URL, 50)
 	defer load.stop()
 	maxReady := 0
-	eventually(t, 20*time.Second, "4 instances ready", func() (bool, string) {
+	poll.Until(t, 20*time.Second, "4 instances ready", func() error {
 		g, err := plat.gauge(res.Revision)
 		maxReady = max(maxReady, int(g.Ready))
-		return g.Ready == 4, fmt.Sprintf("gateway ready %d (%v)", g.Ready, err)
+		if g.Ready != 4 {
+			return fmt.Errorf("gateway ready %d (%v)", g.Ready, err)
+		}
+		return nil
 	})
-	took := eventually(t, 60*time.Second, "scaled down to one running instance", func() (bool, string) {
+	took := poll.Until(t, 60*time.Second, "scaled down to one running instance", func() error {
 		d, r, err := plat.instances(res.Revision)
 		g, _ := plat.gauge(res.Revision)
-		return err == nil && d == 1 && r == 1 && g.Ready == 1, fmt.Sprintf("nomad count %d running %d, gateway ready %d (%v)", d, r, g.Ready, err)
+		if err != nil || d != 1 || r != 1 || g.Ready != 1 {
+			return fmt.Errorf("nomad count %d running %d, gateway ready %d (%v)", d, r, g.Ready, err)
+		}
+		return nil
 	})
 	time.Sleep(time.Second)
 	load.stop()
@@ -342,8 +366,8 @@ func TestTrafficSplitAndTags(t *testing.T) {
 		t.Fatalf("right after rouse traffic, %s answered %d %q from %q (%v); want split-green", greenURL, r.code, r.body, r.revision, err)
 	}
 	// ±3 % is 2.7 standard deviations of a fair 50/50 draw over 2 000 requests (a red run
-	// in ~150 by chance alone; one came, at 53.0 %, with every request on the fast path);
-	// over 4 000 it is 3.8.
+	// in ~150 by chance alone; one came, at 53.0 %, every request on the gateway's raw path
+	// of the time); over 4 000 it is 3.8.
 	const n = 4000
 	got := count(url, n)
 	blue, green := got["split-blue"], got["split-green"]

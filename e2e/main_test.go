@@ -1,5 +1,5 @@
 // Package e2e proves rouse end to end on real agents: a Consul and a Nomad agent forked on
-// loopback (internal/testcluster), the gateway and the scaler running in this process as
+// loopback (internal/harness/testcluster), the gateway and the scaler running in this process as
 // `rouse dev` runs them, services applied through the control plane or the built CLI, and
 // real HTTP through the gateway to real app processes. Each test owns its services and
 // deletes them; every wait has a deadline.
@@ -19,14 +19,15 @@ import (
 	"time"
 
 	nomadapi "github.com/hashicorp/nomad/api"
-	"go.uber.org/zap"
 
+	"github.com/rouse-run/rouse/cmd/rouse/devd"
 	"github.com/rouse-run/rouse/control"
 	"github.com/rouse-run/rouse/examples/loadtest/loadgen"
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/harness/poll"
+	"github.com/rouse-run/rouse/internal/harness/testcluster"
 	"github.com/rouse-run/rouse/internal/revmeta"
-	"github.com/rouse-run/rouse/internal/testcluster"
 	"github.com/rouse-run/rouse/jobspec"
 	"github.com/rouse-run/rouse/scaler"
 )
@@ -69,8 +70,9 @@ type platform struct {
 	logPath string
 	stop    func()
 
-	mu      sync.Mutex
-	deletes map[deleteKey]bool // services a test has scheduled for deletion
+	mu        sync.Mutex
+	deletes   map[deleteKey]bool  // services a test has scheduled for deletion
+	explained map[*testing.T]bool // tests that print the scaler's decisions if they fail
 }
 
 type deleteKey struct {
@@ -81,7 +83,7 @@ type deleteKey struct {
 const domain = "localhost"
 
 func startPlatform(c *testcluster.Cluster) (*platform, error) {
-	p := &platform{c: c, apps: filepath.Join(c.Dir, "apps"), logPath: filepath.Join(c.Dir, "rouse.log"), deletes: map[deleteKey]bool{}}
+	p := &platform{c: c, apps: filepath.Join(c.Dir, "apps"), logPath: filepath.Join(c.Dir, "rouse.log"), deletes: map[deleteKey]bool{}, explained: map[*testing.T]bool{}}
 	// The specs run ${bin}/hello and ${bin}/autoscale: link the built binaries under those names.
 	if err := os.MkdirAll(p.apps, 0o755); err != nil {
 		return nil, err
@@ -95,9 +97,7 @@ func startPlatform(c *testcluster.Cluster) (*platform, error) {
 			return nil, err
 		}
 	}
-	logCfg := zap.NewProductionConfig()
-	logCfg.OutputPaths, logCfg.ErrorOutputPaths = []string{p.logPath}, []string{p.logPath}
-	logger, err := logCfg.Build()
+	logger, err := devd.FileLogger(p.logPath)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +191,25 @@ func (p *platform) applySpec(t *testing.T, spec *jobspec.Spec, src string) *cont
 	}
 	t.Logf("applied %s: %s revision %s, %s", spec.Name, res.Outcome, res.Revision, res.URL)
 	p.deleteAtEnd(t, spec.Namespace, spec.Name)
+	p.explainFailure(t)
 	return res
+}
+
+// explainFailure prints the scaler's last decisions if t fails (once per test, before its
+// services are deleted): what the scaler thought is most of why a wait for a count or
+// for zero ran out.
+func (p *platform) explainFailure(t *testing.T) {
+	p.mu.Lock()
+	seen := p.explained[t]
+	p.explained[t] = true
+	p.mu.Unlock()
+	if !seen {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("scaler decisions:\n%s", p.decisions())
+			}
+		})
+	}
 }
 
 // deleteAtEnd deletes the service when the test ends (once, however often it is applied).
@@ -286,17 +304,19 @@ func (p *platform) gauge(rev string) (gauges.Revision, error) {
 
 // atZero reports whether nothing serves rev: Nomad's count is 0 and the gateway routes to
 // no instance. With stopped, the last allocation must also have exited.
-func (p *platform) atZero(rev string, stopped bool) (bool, string) {
+func (p *platform) atZero(rev string, stopped bool) error {
 	d, r, err := p.instances(rev)
 	if err != nil {
-		return false, err.Error()
+		return err
 	}
 	g, err := p.gauge(rev)
 	if err != nil {
-		return false, err.Error()
+		return err
 	}
-	detail := fmt.Sprintf("nomad count %d, running %d; gateway ready %d, held %d", d, r, g.Ready, g.Held)
-	return d == 0 && g.Ready == 0 && g.Held == 0 && (!stopped || r == 0), detail
+	if d == 0 && g.Ready == 0 && g.Held == 0 && (!stopped || r == 0) {
+		return nil
+	}
+	return fmt.Errorf("nomad count %d, running %d; gateway ready %d, held %d", d, r, g.Ready, g.Held)
 }
 
 // decisions is the scaler's /decisions page, for failure messages.
@@ -308,23 +328,6 @@ func (p *platform) decisions() string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-// eventually polls cond until it holds, failing the test after timeout with cond's last
-// detail and the scaler's view.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		ok, detail := cond()
-		if ok {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %s; last: %s\nscaler decisions:\n%s", what, timeout, detail, plat.decisions())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // percentiles returns the nearest-rank p50 and p99 of ds.
@@ -421,10 +424,12 @@ func (l *steadyLoad) mustBeClean(t *testing.T, what string) loadgen.Totals {
 // start counting after this.
 func (p *platform) waitServing(t *testing.T, url, rev string) time.Duration {
 	t.Helper()
-	return eventually(t, 5*time.Second, url+" served by "+rev, func() (bool, string) {
+	return poll.Until(t, 5*time.Second, url+" served by "+rev, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		r, err := p.get(ctx, url)
-		return err == nil && r.code == http.StatusOK && r.revision == rev, fmt.Sprintf("%d %q from %q (%v)", r.code, r.body, r.revision, err)
+		if r, err := p.get(ctx, url); err != nil || r.code != http.StatusOK || r.revision != rev {
+			return fmt.Errorf("%d %q from %q (%v)", r.code, r.body, r.revision, err)
+		}
+		return nil
 	})
 }

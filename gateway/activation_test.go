@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,16 +22,34 @@ import (
 )
 
 // pollActivations long-polls /activations until rev shows up, and returns when it did.
-func pollActivations(ctx context.Context, g *gateway.Gateway, rev string) (time.Time, error) {
-	var after uint64
-	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/activations?after=%d&wait=20s", g.AdminAddr(), after), nil)
+// It first reads the current sequence (wait=0 answers at once), then long-polls after it;
+// listening is closed once that first long poll is written to the gateway, so the test
+// sends its requests to a gateway with a scaler listening, as a sleep used to pretend.
+func pollActivations(ctx context.Context, g *gateway.Gateway, rev string, listening chan<- struct{}) (time.Time, error) {
+	var once sync.Once
+	listen := func() { once.Do(func() { close(listening) }) }
+	defer listen()
+	get := func(after uint64, wait string, written func()) (uint64, []gauges.Activation, error) {
+		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
+			if written != nil {
+				written()
+			}
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), "GET",
+			fmt.Sprintf("http://%s/activations?after=%d&wait=%s", g.AdminAddr(), after, wait), nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			return time.Time{}, err
+			return 0, nil, err
 		}
-		seq, as, err := gauges.ReadActivations(resp.Body)
-		resp.Body.Close()
+		defer resp.Body.Close()
+		return gauges.ReadActivations(resp.Body)
+	}
+	after, _, err := get(0, "0s", nil)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for ctx.Err() == nil {
+		seq, as, err := get(after, "20s", listen)
 		if err != nil {
 			return time.Time{}, err
 		}
@@ -63,13 +83,14 @@ func TestActivationFailure503(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			told := make(chan time.Time, 1)
+			listening := make(chan struct{})
 			go func() {
-				at, err := pollActivations(ctx, g, "never-00001")
+				at, err := pollActivations(ctx, g, "never-00001", listening)
 				if err == nil {
 					told <- at
 				}
 			}()
-			time.Sleep(100 * time.Millisecond) // the long poll is waiting
+			<-listening
 			start := time.Now()
 			a := get(client(g, 1), host("never"), "/")
 			if a.status != 503 || a.header.Get("Retry-After") == "" || !strings.Contains(a.body, "could not be started") {
@@ -115,15 +136,16 @@ func TestScaleFromZero(t *testing.T) {
 	for round := 0; round < rounds; round++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		scaled := make(chan time.Time, 1)
+		listening := make(chan struct{})
 		go func() {
-			at, err := pollActivations(ctx, g, rev)
+			at, err := pollActivations(ctx, g, rev, listening)
 			if err != nil {
 				return
 			}
 			scale(t, rev, 1)
 			scaled <- at
 		}()
-		time.Sleep(50 * time.Millisecond)
+		<-listening
 		start := time.Now()
 		as := parallel(burst, burst, func(int) answer { return get(c, host("cold"), "/") })
 		cancel()
@@ -152,7 +174,7 @@ func TestScaleFromZero(t *testing.T) {
 		// Back to zero: the gateway stops routing to it as soon as Consul deregisters it.
 		scale(t, rev, 0)
 		waitReady(t, g, rev, 0)
-		waitPassing(t, rev, 0)
+		cluster.WaitPassing(t, rev, 0)
 	}
 	slices.Sort(firsts)
 	slices.Sort(notices)

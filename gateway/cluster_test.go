@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -20,9 +19,10 @@ import (
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/gateway/watch"
 	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/harness/poll"
+	"github.com/rouse-run/rouse/internal/harness/testcluster"
 	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/internal/store"
-	"github.com/rouse-run/rouse/internal/testcluster"
 )
 
 // One Consul + Nomad pair for the package's integration tests.
@@ -119,40 +119,6 @@ func setRoute(t testing.TB, svc string, targets ...store.RouteTarget) {
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// waitPassing waits until Consul has n passing instances of the revision.
-func waitPassing(t testing.TB, rev string, n int) []*consulapi.ServiceEntry {
-	t.Helper()
-	var got []*consulapi.ServiceEntry
-	eventually(t, 90*time.Second, func() error {
-		es, _, err := cluster.Consul.Health().Service(rev, "", true, nil)
-		if err != nil {
-			return err
-		}
-		got = es
-		if len(es) != n {
-			return fmt.Errorf("%s: %d passing instances, want %d", rev, len(es), n)
-		}
-		return nil
-	})
-	return got
-}
-
-// eventually retries f until it succeeds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -271,7 +237,7 @@ func gaugeOf(t testing.TB, g *gateway.Gateway, rev string) gauges.Revision {
 // waitReady waits until the gateway routes to n instances of rev.
 func waitReady(t testing.TB, g *gateway.Gateway, rev string, n int) {
 	t.Helper()
-	eventually(t, 90*time.Second, func() error {
+	poll.Until(t, 90*time.Second, "the gateway routing to the instances", func() error {
 		if got := gaugeOf(t, g, rev).Ready; got != int64(n) {
 			return fmt.Errorf("%s: gateway routes to %d instances, want %d\n%s", rev, got, n, adminGet(t, g, "/routes"))
 		}
@@ -289,8 +255,8 @@ func sharedRevisions(t *testing.T) {
 	sharedOnce.Do(func() {
 		deploy(t, revision{svc: "shared", name: "shared-00001", count: 1})
 		deploy(t, revision{svc: "shared", name: "shared-00002", count: 1})
-		waitPassing(t, "shared-00001", 1)
-		waitPassing(t, "shared-00002", 1)
+		cluster.WaitPassing(t, "shared-00001", 1)
+		cluster.WaitPassing(t, "shared-00002", 1)
 	})
 }
 

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/rouse-run/rouse/gateway/clock"
+	"github.com/rouse-run/rouse/internal/clock"
 )
 
 // Config is everything a gateway needs. Zero values take the defaults documented on each

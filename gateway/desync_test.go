@@ -25,6 +25,7 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 
 	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/internal/store"
 )
@@ -207,7 +208,7 @@ func (b *recBackend) find(s string) []*recReq {
 // waitEvent waits until the backend counted the event at least n times.
 func (b *recBackend) waitEvent(t *testing.T, name string, n int, within time.Duration) {
 	t.Helper()
-	eventually(t, within, func() error {
+	poll.Until(t, within, "the backend event", func() error {
 		if got := b.event(name); got < n {
 			return fmt.Errorf("backend event %q: %d, want %d", name, got, n)
 		}

@@ -16,6 +16,7 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 
 	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/internal/store"
 )
@@ -27,7 +28,7 @@ func TestInstanceRemovedGetsNoRequests(t *testing.T) {
 	const rev = "pair-00001"
 	deploy(t, revision{svc: "pair", name: rev, count: 2})
 	setRoute(t, "pair", store.RouteTarget{Revision: rev, Percent: 100})
-	before := waitPassing(t, rev, 2)
+	before := cluster.WaitPassing(t, rev, 2)
 	g := startGateway(t, nil)
 	waitReady(t, g, rev, 2)
 	c := client(g, 8)
@@ -183,7 +184,7 @@ func TestConsulUnreachableKeepsServing(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	px.cut(false)
-	eventually(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, "the gateway following Consul again", func() error {
 		if a := get(c, host("shared"), "/"); a.header.Get("X-Revision") != "shared-00002" {
 			return fmt.Errorf("after Consul came back: %q", a.header.Get("X-Revision"))
 		}

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/store"
 )
 
@@ -142,17 +143,13 @@ func TestConnectionLimit(t *testing.T) {
 		t.Fatalf("third connection: closed=%v %q", closed, out)
 	}
 	open[0].Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		out, _ = raw(t, g.PublicAddr(), "GET / HTTP/1.1\r\nHost: shared.default.localhost\r\nConnection: close\r\n\r\n", 3*time.Second)
-		if strings.HasPrefix(out, "HTTP/1.1 200 ") {
-			break
+	poll.Until(t, 5*time.Second, "a new connection served after one closed", func() error {
+		out, _ := raw(t, g.PublicAddr(), "GET / HTTP/1.1\r\nHost: shared.default.localhost\r\nConnection: close\r\n\r\n", 3*time.Second)
+		if !strings.HasPrefix(out, "HTTP/1.1 200 ") {
+			return fmt.Errorf("got %q", out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after one closed, a new connection got %q", out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // One JSON access-log entry per request on both paths, with what the issue asks for: host,
@@ -183,12 +180,12 @@ func TestAccessLog(t *testing.T) {
 	}
 	// The line is written after the response: wait for the third.
 	var lines []string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		lines = strings.Split(strings.TrimSpace(out.String()), "\n")
-		if len(lines) >= 3 || time.Now().After(deadline) {
-			break
+	poll.Until(t, 5*time.Second, "three access-log lines", func() error {
+		if lines = strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) < 3 {
+			return fmt.Errorf("%d lines:\n%s", len(lines), out.String())
 		}
-	}
+		return nil
+	})
 	if len(lines) != 3 {
 		t.Fatalf("%d access-log lines, want 3:\n%s", len(lines), out.String())
 	}

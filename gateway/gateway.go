@@ -19,10 +19,10 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
-	"github.com/rouse-run/rouse/gateway/clock"
 	"github.com/rouse-run/rouse/gateway/table"
 	"github.com/rouse-run/rouse/gateway/upstream"
 	"github.com/rouse-run/rouse/gateway/watch"
+	"github.com/rouse-run/rouse/internal/clock"
 )
 
 // Gateway is one running gateway. New binds its listeners; Run serves until its context

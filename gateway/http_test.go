@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/store"
 )
 
@@ -121,7 +122,7 @@ func TestWebSocketPassThrough(t *testing.T) {
 	}
 	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 	c.Close()
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the WebSocket slot released", func() error {
 		if gi := gaugeOf(t, g, "shared-00001"); gi.InFlight != 0 {
 			return fmt.Errorf("slot not released: %+v", gi)
 		}
@@ -347,7 +348,7 @@ func TestSIGTERMDrains(t *testing.T) {
 		<-waited
 	})
 	var public string
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the gateway process's address file", func() error {
 		b, err := os.ReadFile(addrFile)
 		if err != nil || len(strings.Fields(string(b))) != 2 {
 			return fmt.Errorf("no address file yet")
@@ -359,7 +360,7 @@ func TestSIGTERMDrains(t *testing.T) {
 		return (&net.Dialer{}).DialContext(ctx, network, public)
 	}}
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	eventually(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, "the gateway process serving", func() error {
 		if a := get(c, host("shared"), "/"); a.status != 200 {
 			return fmt.Errorf("gateway not serving yet: %d %v", a.status, a.err)
 		}

@@ -23,7 +23,7 @@ func serialRevision(t *testing.T) {
 			c.Timeout = 3 * time.Second
 		}})
 		setRoute(t, "serial", store.RouteTarget{Revision: "serial-00001", Percent: 100})
-		waitPassing(t, "serial-00001", 1)
+		cluster.WaitPassing(t, "serial-00001", 1)
 	})
 }
 

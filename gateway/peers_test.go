@@ -8,6 +8,7 @@ import (
 
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/gateway/watch"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/internal/store"
 )
@@ -22,10 +23,10 @@ func TestGatewaysShareTheLimit(t *testing.T) {
 		c.TargetBurstCapacity = 10
 	}})
 	setRoute(t, "duo", store.RouteTarget{Revision: rev, Percent: 100})
-	waitPassing(t, rev, 1)
+	cluster.WaitPassing(t, rev, 1)
 	a := startGateway(t, func(c *gateway.Config) { c.Register, c.ID = true, "gw-a" })
 	b := startGateway(t, func(c *gateway.Config) { c.Register, c.ID = true, "gw-b" })
-	eventually(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, "both gateways passing in Consul", func() error {
 		es, _, err := cluster.Consul.Health().Service(watch.GatewayService, "", true, nil)
 		if err != nil || len(es) != 2 {
 			return fmt.Errorf("passing gateways in consul: %d %v", len(es), err)
@@ -39,7 +40,7 @@ func TestGatewaysShareTheLimit(t *testing.T) {
 	})
 	for _, g := range []*gateway.Gateway{a, b} {
 		waitReady(t, g, rev, 1)
-		eventually(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, "each gateway taking its share of the limit", func() error {
 			if r := adminGet(t, g, "/routes"); !strings.Contains(r, "limit=1 ") {
 				return fmt.Errorf("%s has not taken its share:\n%s", g.ID(), r)
 			}

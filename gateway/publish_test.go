@@ -15,6 +15,7 @@ import (
 
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 )
 
 // While Consul refuses its re-registration, a gateway keeps serving the new table and
@@ -55,7 +56,7 @@ func TestRoutesIndexPublishRetries(t *testing.T) {
 		n, _ := strconv.ParseUint(svcs[id].Meta[gauges.MetaRoutesIndex], 10, 64)
 		return n
 	}
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the routes index published", func() error {
 		if idx := g.RoutesIndex(); idx == 0 || published() != idx {
 			return fmt.Errorf("published routes index %d, serving %d", published(), idx)
 		}
@@ -69,7 +70,7 @@ func TestRoutesIndexPublishRetries(t *testing.T) {
 		t.Fatalf("read the record: %v", err)
 	}
 	want := rec.ModifyIndex
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the written route served", func() error {
 		if g.RoutesIndex() < want {
 			return fmt.Errorf("serving index %d, want ≥ %d", g.RoutesIndex(), want)
 		}
@@ -84,7 +85,7 @@ func TestRoutesIndexPublishRetries(t *testing.T) {
 
 	refusing.Store(false)
 	start := time.Now()
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "the routes index published once Consul accepts", func() error {
 		if p := published(); p < want {
 			return fmt.Errorf("published routes index %d, want ≥ %d", p, want)
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/store"
 )
 
@@ -71,7 +72,7 @@ func TestSplit9010(t *testing.T) {
 
 	// Flip the split: the gateway follows KV at once.
 	setRoute(t, "shared", store.RouteTarget{Revision: "shared-00001", Percent: 100})
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the flipped split served", func() error {
 		if a := get(c, host("shared"), "/"); a.header.Get("X-Revision") != "shared-00001" {
 			return errorf("still %q", a.header.Get("X-Revision"))
 		}

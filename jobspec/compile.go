@@ -47,25 +47,11 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 		return nil, revmeta.Config{}, fmt.Errorf("revision name %q %s", rev, msg)
 	}
 
-	a := s.Autoscaling
-	cfg := revmeta.Defaults(s.Namespace, s.Name, rev)
-	cfg.Generation = gen
-	cfg.SpecHash = s.TemplateHash()
-	cfg.Concurrency = s.Concurrency
-	cfg.Timeout = s.Timeout
-	cfg.Metric = a.Metric
-	cfg.Target = a.Target
-	cfg.TargetUtilization = a.TargetUtilization
-	cfg.Min, cfg.Max, cfg.Initial = a.Min, a.Max, a.Initial
-	cfg.Window = a.Window
-	cfg.PanicWindowPct = a.PanicWindowPct
-	cfg.PanicThresholdPct = a.PanicThresholdPct
-	cfg.MaxScaleUpRate = a.MaxScaleUpRate
-	cfg.MaxScaleDownRate = a.MaxScaleDownRate
-	cfg.ScaleToZeroGrace = a.ScaleToZeroGrace
-	cfg.TargetBurstCapacity = a.TargetBurstCapacity
-
-	count := max(a.Initial, a.Min)
+	cfg := revmeta.Config{
+		Service: s.Name, Namespace: s.Namespace, Revision: rev, Generation: gen, SpecHash: s.TemplateHash(),
+		Concurrency: s.Concurrency, Timeout: s.Timeout, Autoscaling: s.Autoscaling,
+	}
+	count := max(s.Autoscaling.Initial, s.Autoscaling.Min)
 
 	env := map[string]string{
 		"PORT":            "${NOMAD_PORT_" + revmeta.PortLabel + "}",
@@ -206,8 +192,8 @@ func check(s *Spec, gen int) error {
 	if s.Readiness.Type != "http" && s.Readiness.Type != "tcp" {
 		errs = append(errs, fmt.Errorf("readiness type %q", s.Readiness.Type))
 	}
-	if s.Autoscaling.Min < 0 || s.Autoscaling.Initial < 0 {
-		errs = append(errs, errors.New("negative autoscaling min or initial"))
+	if err := s.Autoscaling.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
+	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/internal/store"
 )
 
@@ -38,7 +39,7 @@ type Spec struct {
 	Timeout     time.Duration // per request
 	Readiness   Readiness
 	Constraints []Constraint
-	Autoscaling Autoscaling
+	Autoscaling revmeta.Autoscaling // resolved: every default applied, valid
 
 	// Traffic is the declared split; with no traffic block it is 100 % to the latest revision.
 	Traffic []store.TrafficTarget
@@ -76,23 +77,6 @@ type Constraint struct {
 	Value     string `json:"value,omitempty"`
 }
 
-// Autoscaling holds the resolved per-revision scaler knobs (Knative's names and defaults).
-type Autoscaling struct {
-	Metric              string        `json:"metric"`             // "concurrency" or "rps"
-	Target              float64       `json:"target"`             // per instance, in Metric units
-	TargetUtilization   float64       `json:"target_utilization"` // fraction, 0 < u ≤ 1
-	Min                 int           `json:"min"`
-	Max                 int           `json:"max"` // 0 = unbounded
-	Initial             int           `json:"initial"`
-	Window              time.Duration `json:"window"`
-	PanicWindowPct      float64       `json:"panic_window_percentage"`
-	PanicThresholdPct   float64       `json:"panic_threshold_percentage"`
-	MaxScaleUpRate      float64       `json:"max_scale_up_rate"`
-	MaxScaleDownRate    float64       `json:"max_scale_down_rate"`
-	ScaleToZeroGrace    time.Duration `json:"scale_to_zero_grace"`
-	TargetBurstCapacity float64       `json:"target_burst_capacity"` // -1 = unlimited
-}
-
 // RangeOf returns the source range of a field's value ("timeout", "autoscaling.max",
 // "traffic[0].revision", "env.TARGET"), or the service block's header when the field was
 // not written (defaulted) or the Spec was built by hand.
@@ -110,22 +94,22 @@ func (s *Spec) TemplateHash() string {
 	// every existing hash (which would roll every service on upgrade). New fields go here
 	// with omitempty, so their zero value keeps old hashes.
 	v := struct {
-		Name         string            `json:"name"`
-		Namespace    string            `json:"namespace"`
-		RevisionName string            `json:"revision_name,omitempty"`
-		Datacenters  []string          `json:"datacenters,omitempty"`
-		Image        string            `json:"image,omitempty"`
-		Driver       string            `json:"driver,omitempty"`
-		Command      string            `json:"command,omitempty"`
-		Args         []string          `json:"args,omitempty"`
-		Port         int               `json:"port,omitempty"`
-		Env          map[string]string `json:"env,omitempty"`
-		Resources    Resources         `json:"resources"`
-		Concurrency  int               `json:"concurrency,omitempty"`
-		Timeout      time.Duration     `json:"timeout"`
-		Readiness    Readiness         `json:"readiness"`
-		Constraints  []Constraint      `json:"constraints,omitempty"`
-		Autoscaling  Autoscaling       `json:"autoscaling"`
+		Name         string              `json:"name"`
+		Namespace    string              `json:"namespace"`
+		RevisionName string              `json:"revision_name,omitempty"`
+		Datacenters  []string            `json:"datacenters,omitempty"`
+		Image        string              `json:"image,omitempty"`
+		Driver       string              `json:"driver,omitempty"`
+		Command      string              `json:"command,omitempty"`
+		Args         []string            `json:"args,omitempty"`
+		Port         int                 `json:"port,omitempty"`
+		Env          map[string]string   `json:"env,omitempty"`
+		Resources    Resources           `json:"resources"`
+		Concurrency  int                 `json:"concurrency,omitempty"`
+		Timeout      time.Duration       `json:"timeout"`
+		Readiness    Readiness           `json:"readiness"`
+		Constraints  []Constraint        `json:"constraints,omitempty"`
+		Autoscaling  revmeta.Autoscaling `json:"autoscaling"`
 	}{
 		s.Name, s.Namespace, s.RevisionName, s.Datacenters, s.Image, s.Driver, s.Command,
 		s.Args, s.Port, s.Env, s.Resources, s.Concurrency, s.Timeout, s.Readiness,

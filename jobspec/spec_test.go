@@ -157,7 +157,7 @@ func TestDefaults(t *testing.T) {
 		Name: "d", Namespace: "default", Datacenters: []string{"*"}, Command: "/bin/d", Driver: "raw_exec",
 		Resources: Resources{CPU: 100, MemoryMB: 300}, Timeout: 300 * time.Second,
 		Readiness: Readiness{Type: "http", Path: "/", Interval: time.Second, Timeout: time.Second},
-		Autoscaling: Autoscaling{
+		Autoscaling: revmeta.Autoscaling{
 			Metric: "concurrency", Target: 100, TargetUtilization: 0.7, Initial: 1, Window: time.Minute,
 			PanicWindowPct: 10, PanicThresholdPct: 200, MaxScaleUpRate: 1000, MaxScaleDownRate: 2,
 			ScaleToZeroGrace: 30 * time.Second, TargetBurstCapacity: 200,
@@ -339,5 +339,88 @@ func TestParseMultipleFiles(t *testing.T) {
 	if _, _, diags := ParseFiles([]string{dir}, nil); !sameWants(diagWants(diags, hcl.DiagError),
 		[]want{{"Undeclared variable", filepath.Join(dir, "s.hcl") + ":2:11"}}) {
 		t.Fatalf("dir: %v", diags)
+	}
+}
+
+// TestCompileValidatesAutoscaling: a Spec built in Go without its autoscaling defaults used
+// to compile into job meta of zeros (target_utilization "0"), which the scaler then read
+// with kpa's own fallbacks. Compile validates the settings like everything else it checks.
+func TestCompileValidatesAutoscaling(t *testing.T) {
+	s := mustParse(t, "service \"a\" {\n  image = \"x\"\n}\n", nil, nil)
+	if _, _, err := Compile(s, 1); err != nil {
+		t.Fatalf("parsed spec: %v", err)
+	}
+	zero := *s
+	zero.Autoscaling = revmeta.Autoscaling{}
+	if job, _, err := Compile(&zero, 1); err == nil {
+		t.Errorf("unresolved autoscaling compiled, meta %s=%q", revmeta.KeyTargetUtilization, job.Meta[revmeta.KeyTargetUtilization])
+	}
+	bad := *s
+	bad.Autoscaling.TargetUtilization = 1.5
+	if _, _, err := Compile(&bad, 1); err == nil || !strings.Contains(err.Error(), "target_utilization") {
+		t.Errorf("target utilization 1.5: %v", err)
+	}
+}
+
+// TestAutoscalingBoundsAgreeWithValidate: the decoder reports revmeta's bounds against the
+// source, and Validate enforces them on every other way in; on each side of each bound the
+// two agree, and what the spec says decodes to exactly the setting written in Go.
+func TestAutoscalingBoundsAgreeWithValidate(t *testing.T) {
+	type a = revmeta.Autoscaling
+	for _, tc := range []struct {
+		hcl string
+		set func(*a)
+	}{
+		{`metric = "rps"`, func(x *a) { x.Metric, x.Target = "rps", revmeta.DefaultRPSTarget }},
+		{`metric = "cpu"`, func(x *a) { x.Metric = "cpu" }},
+		{"target = 0.01", func(x *a) { x.Target = 0.01 }},
+		{"target = 0.009", func(x *a) { x.Target = 0.009 }},
+		{"target_utilization_percentage = 1", func(x *a) { x.TargetUtilization = 0.01 }},
+		{"target_utilization_percentage = 0.5", func(x *a) { x.TargetUtilization = 0.005 }},
+		{"target_utilization_percentage = 100", func(x *a) { x.TargetUtilization = 1 }},
+		{"target_utilization_percentage = 100.5", func(x *a) { x.TargetUtilization = 1.005 }},
+		{"min = 100000", func(x *a) { x.Min = 100000 }},
+		{"min = 100001", func(x *a) { x.Min = 100001 }},
+		{"max = 100000", func(x *a) { x.Max = 100000 }},
+		{"max = 100001", func(x *a) { x.Max = 100001 }},
+		{"initial = 0", func(x *a) { x.Initial = 0 }},
+		{"initial = 100001", func(x *a) { x.Initial = 100001 }},
+		{"min = 2\n    max = 2", func(x *a) { x.Min, x.Max = 2, 2 }},
+		{"min = 3\n    max = 2", func(x *a) { x.Min, x.Max, x.Initial = 3, 2, 1 }},
+		{"initial = 3\n    max = 2", func(x *a) { x.Initial, x.Max = 3, 2 }},
+		{`window = "6s"`, func(x *a) { x.Window = 6 * time.Second }},
+		{`window = "5s"`, func(x *a) { x.Window = 5 * time.Second }},
+		{`window = "1h"`, func(x *a) { x.Window = time.Hour }},
+		{`window = "61m"`, func(x *a) { x.Window = 61 * time.Minute }},
+		{"panic_window_percentage = 1", func(x *a) { x.PanicWindowPct = 1 }},
+		{"panic_window_percentage = 0.9", func(x *a) { x.PanicWindowPct = 0.9 }},
+		{"panic_window_percentage = 100", func(x *a) { x.PanicWindowPct = 100 }},
+		{"panic_window_percentage = 101", func(x *a) { x.PanicWindowPct = 101 }},
+		{"panic_threshold_percentage = 110", func(x *a) { x.PanicThresholdPct = 110 }},
+		{"panic_threshold_percentage = 109", func(x *a) { x.PanicThresholdPct = 109 }},
+		{"panic_threshold_percentage = 1000", func(x *a) { x.PanicThresholdPct = 1000 }},
+		{"panic_threshold_percentage = 1001", func(x *a) { x.PanicThresholdPct = 1001 }},
+		{"max_scale_up_rate = 1", func(x *a) { x.MaxScaleUpRate = 1 }},
+		{"max_scale_up_rate = 1.01", func(x *a) { x.MaxScaleUpRate = 1.01 }},
+		{"max_scale_down_rate = 1", func(x *a) { x.MaxScaleDownRate = 1 }},
+		{"max_scale_down_rate = 1.01", func(x *a) { x.MaxScaleDownRate = 1.01 }},
+		{`scale_to_zero_grace = "0s"`, func(x *a) { x.ScaleToZeroGrace = 0 }},
+		{`scale_to_zero_grace = "1h"`, func(x *a) { x.ScaleToZeroGrace = time.Hour }},
+		{`scale_to_zero_grace = "61m"`, func(x *a) { x.ScaleToZeroGrace = 61 * time.Minute }},
+		{"target_burst_capacity = -1", func(x *a) { x.TargetBurstCapacity = -1 }},
+		{"target_burst_capacity = -0.5", func(x *a) { x.TargetBurstCapacity = -0.5 }},
+		{"target_burst_capacity = 0", func(x *a) { x.TargetBurstCapacity = 0 }},
+	} {
+		src := "service \"b\" {\n  image = \"x\"\n  autoscaling {\n    " + tc.hcl + "\n  }\n}\n"
+		s, diags := parseOne(src, nil, nil)
+		want := revmeta.DefaultAutoscaling()
+		tc.set(&want)
+		verr := want.Validate()
+		switch {
+		case diags.HasErrors() != (verr != nil):
+			t.Errorf("%s: the decoder says %v, Validate says %v", tc.hcl, diags.Errs(), verr)
+		case verr == nil && s.Autoscaling != want:
+			t.Errorf("%s: decoded\n %+v\nwant\n %+v", tc.hcl, s.Autoscaling, want)
+		}
 	}
 }

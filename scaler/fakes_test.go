@@ -5,44 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"sort"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	nomadapi "github.com/hashicorp/nomad/api"
 
-	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/harness/fakegateway"
 	"github.com/rouse-run/rouse/internal/revmeta"
 )
-
-// fakeClock moves only when told; its tickers never fire (tests call tick directly).
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-func (f *fakeClock) Add(d time.Duration) {
-	f.mu.Lock()
-	f.now = f.now.Add(d)
-	f.mu.Unlock()
-}
-
-func (f *fakeClock) NewTicker(time.Duration) Ticker { return idleTicker{} }
-
-type idleTicker struct{}
-
-func (idleTicker) C() <-chan time.Time { return nil }
-func (idleTicker) Stop()               {}
 
 // fakeNomad is jobsAPI over a map. Instances start at once: running = count.
 type fakeNomad struct {
@@ -54,6 +25,7 @@ type fakeNomad struct {
 	scaled   chan scaleCall
 	counts   int
 	lists    int
+	blocked  int // List calls waiting for the index to move
 	changed  chan struct{}
 }
 
@@ -93,20 +65,37 @@ func (f *fakeNomad) count(k jobKey) int {
 	return f.jobs[k].count
 }
 
+// scaleCalls is a copy of the Scale calls Nomad accepted so far.
+func (f *fakeNomad) scaleCalls() []scaleCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]scaleCall(nil), f.calls...)
+}
+
+// listing reports how many List calls were made and how many wait in a blocking query.
+func (f *fakeNomad) listing() (lists, blocked int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lists, f.blocked
+}
+
 func (f *fakeNomad) List(ctx context.Context, _ string, waitIndex uint64) ([]*nomadapi.JobListStub, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists++
 	for waitIndex != 0 && waitIndex == f.index {
 		ch := f.changed
+		f.blocked++
 		f.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			f.mu.Lock()
+			f.blocked--
 			return nil, 0, ctx.Err()
 		}
 		f.mu.Lock()
+		f.blocked--
 	}
 	var out []*nomadapi.JobListStub
 	for k, j := range f.jobs {
@@ -155,96 +144,8 @@ func (f *fakeNomad) Scale(ctx context.Context, k jobKey, n int, msg string, meta
 	return f.index, nil
 }
 
-// fakeGateway serves the real gauges wire format.
-type fakeGateway struct {
-	mu      sync.Mutex
-	id      string
-	revs    map[revKey]*gauges.Revision
-	fail    bool
-	seq     uint64
-	acts    []gauges.Activation
-	changed chan struct{}
-	done    chan struct{}
-	srv     *httptest.Server
-}
-
-func newFakeGateway(t *testing.T, id string) *fakeGateway {
-	g := &fakeGateway{id: id, revs: map[revKey]*gauges.Revision{}, changed: make(chan struct{}), done: make(chan struct{})}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/gauges", func(w http.ResponseWriter, r *http.Request) {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		if g.fail {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		rep := gauges.Report{Gateway: g.id, At: time.Now()}
-		keys := make([]revKey, 0, len(g.revs))
-		for k := range g.revs {
-			keys = append(keys, k)
-		}
-		sort.Slice(keys, func(i, j int) bool { return keys[i].rev < keys[j].rev })
-		for _, k := range keys {
-			rep.Revisions = append(rep.Revisions, *g.revs[k])
-		}
-		gauges.Write(w, rep)
-	})
-	mux.HandleFunc("/activations", func(w http.ResponseWriter, r *http.Request) {
-		after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
-		wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
-		g.mu.Lock()
-		ch := g.changed
-		if after == g.seq {
-			g.mu.Unlock()
-			select {
-			case <-ch:
-			case <-time.After(wait):
-			case <-r.Context().Done():
-				return
-			case <-g.done:
-				return
-			}
-			g.mu.Lock()
-		}
-		seq, acts := g.seq, g.acts
-		g.mu.Unlock()
-		gauges.WriteActivations(w, seq, acts)
-	})
-	g.srv = httptest.NewServer(mux)
-	t.Cleanup(func() { close(g.done); g.srv.Close() })
-	return g
-}
-
-func (g *fakeGateway) set(ns, rev string, inFlight, held int64) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	k := revKey{ns, rev}
-	v := g.revs[k]
-	if v == nil {
-		v = &gauges.Revision{Namespace: ns, Revision: rev}
-		g.revs[k] = v
-	}
-	v.InFlight, v.Held = inFlight, held
-}
-
-func (g *fakeGateway) setFail(b bool) {
-	g.mu.Lock()
-	g.fail = b
-	g.mu.Unlock()
-}
-
-func (g *fakeGateway) activate(acts ...gauges.Activation) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.seq++
-	g.acts = acts
-	close(g.changed)
-	g.changed = make(chan struct{})
-}
-
-func (g *fakeGateway) gateway() gateway {
-	return gateway{id: g.id, addr: g.srv.Listener.Addr().String()}
-}
+// gatewayOf is the scaler's view of a fake gateway.
+func gatewayOf(g *fakegateway.Gateway) gateway { return gateway{id: g.ID(), addr: g.Addr()} }
 
 // fakeGateways is a fixed gateway list.
 type fakeGateways struct {
@@ -258,13 +159,20 @@ func (f *fakeGateways) Gateways(context.Context) ([]gateway, error) {
 	return append([]gateway(nil), f.gws...), nil
 }
 
-func (f *fakeGateways) set(gws ...*fakeGateway) {
+func (f *fakeGateways) set(gws ...*fakegateway.Gateway) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gws = nil
 	for _, g := range gws {
-		f.gws = append(f.gws, g.gateway())
+		f.gws = append(f.gws, gatewayOf(g))
 	}
+}
+
+// setRaw lists gws as they are (addresses nothing may serve).
+func (f *fakeGateways) setRaw(gws ...gateway) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gws = gws
 }
 
 // deadGateway is an address nothing listens on.

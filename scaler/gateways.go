@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
-	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
@@ -111,103 +109,4 @@ func (s *Scaler) getGauges(ctx context.Context, gw gateway) (gauges.Report, erro
 		return gauges.Report{}, fmt.Errorf("GET /gauges: %s", resp.Status)
 	}
 	return gauges.Read(resp.Body)
-}
-
-// activationWait is how long one /activations long-poll may block at the gateway.
-const activationWait = 30 * time.Second
-
-// pollers keeps one /activations long-poll per healthy gateway while leading.
-type pollers struct {
-	mu      sync.Mutex
-	running map[string]context.CancelFunc // by admin address
-}
-
-// track starts pollers for new gateways and stops those no longer healthy.
-func (s *Scaler) trackGateways(ctx context.Context, gws []gateway) {
-	p := &s.pollers
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.running == nil {
-		p.running = map[string]context.CancelFunc{}
-	}
-	keep := make(map[string]bool, len(gws))
-	for _, gw := range gws {
-		keep[gw.addr] = true
-		if _, ok := p.running[gw.addr]; ok {
-			continue
-		}
-		pctx, cancel := context.WithCancel(ctx)
-		p.running[gw.addr] = cancel
-		go s.pollActivations(pctx, gw)
-	}
-	for addr, cancel := range p.running {
-		if !keep[addr] {
-			cancel()
-			delete(p.running, addr)
-		}
-	}
-}
-
-func (s *Scaler) stopPollers() {
-	p := &s.pollers
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for addr, cancel := range p.running {
-		cancel()
-		delete(p.running, addr)
-	}
-}
-
-// pollActivations long-polls one gateway's /activations and hands every answer to the
-// fast path, so a revision at zero wakes without waiting for the tick.
-func (s *Scaler) pollActivations(ctx context.Context, gw gateway) {
-	var after uint64
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		seq, acts, err := s.getActivations(ctx, gw, after)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.log.Debug("activations long-poll failed", zap.String("gateway", gw.id), zap.Error(err))
-			s.sleep(ctx, backoff)
-			backoff = min(2*backoff, 5*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		after = seq
-		if len(acts) > 0 {
-			s.onActivations(ctx, gw, acts)
-		}
-	}
-}
-
-func (s *Scaler) getActivations(ctx context.Context, gw gateway, after uint64) (uint64, []gauges.Activation, error) {
-	ctx, cancel := context.WithTimeout(ctx, activationWait+5*time.Second)
-	defer cancel()
-	u := "http://" + gw.addr + "/activations?" + url.Values{
-		"after": {strconv.FormatUint(after, 10)}, "wait": {activationWait.String()}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, nil, fmt.Errorf("GET /activations: %s", resp.Status)
-	}
-	return gauges.ReadActivations(resp.Body)
-}
-
-// sleep waits d on the injected clock, or until ctx ends.
-func (s *Scaler) sleep(ctx context.Context, d time.Duration) {
-	t := s.clock.NewTicker(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C():
-	}
 }

@@ -7,6 +7,8 @@ import (
 
 	nomadapi "github.com/hashicorp/nomad/api"
 	"go.uber.org/zap"
+
+	"github.com/rouse-run/rouse/internal/watchloop"
 )
 
 // jobWatch keeps the latest job listing of each namespace with one index-driven blocking
@@ -28,39 +30,25 @@ func (s *Scaler) startJobWatch(ctx context.Context) *jobWatch {
 	return w
 }
 
+// watchNamespace keeps ns's listing in w, holding the last one (and so every count)
+// while Nomad does not answer; it warns once per outage, not once per retry.
 func (s *Scaler) watchNamespace(ctx context.Context, w *jobWatch, ns string) {
-	var index uint64
-	backoff := 500 * time.Millisecond
-	failing := false
-	for ctx.Err() == nil {
-		start := s.clock.Now()
+	watchloop.Run(ctx, watchloop.Config{
+		Clock: s.clock, Backoff: watchloop.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}, Every: s.cfg.Tick,
+		OnError: func(err error, failures int, _ time.Duration) {
+			if failures == 1 {
+				s.log.Warn("listing revision jobs failed; holding counts until Nomad answers", zap.String("namespace", ns), zap.Error(err))
+			}
+		},
+		OnRecover: func() { s.log.Info("listing revision jobs works again", zap.String("namespace", ns)) },
+	}, func(ctx context.Context, index uint64) (uint64, error) {
 		stubs, next, err := s.jobs.List(ctx, ns, index)
 		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if !failing {
-				s.log.Warn("listing revision jobs failed; holding counts until Nomad answers", zap.String("namespace", ns), zap.Error(err))
-				failing = true
-			}
-			s.sleep(ctx, backoff)
-			backoff = min(2*backoff, 10*time.Second)
-			continue
-		}
-		if failing {
-			s.log.Info("listing revision jobs works again", zap.String("namespace", ns))
-			failing = false
-		}
-		backoff = 500 * time.Millisecond
-		if next < index {
-			next = 0 // Nomad's index went back (a restored snapshot): start over
+			return 0, err
 		}
 		w.publish(ns, stubs)
-		index = next
-		if d := s.cfg.Tick - s.clock.Now().Sub(start); d > 0 {
-			s.sleep(ctx, d)
-		}
-	}
+		return next, nil
+	})
 }
 
 func (w *jobWatch) publish(ns string, stubs []*nomadapi.JobListStub) {

@@ -11,6 +11,8 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
+
+	"github.com/rouse-run/rouse/internal/clock"
 )
 
 // elector is leader election among scaler replicas.
@@ -33,7 +35,7 @@ type elector interface {
 type consulElector struct {
 	c                   *consulapi.Client
 	log                 *zap.Logger
-	clock               Clock
+	clock               clock.Clock
 	key, id, serviceID  string
 	sessionTTL          time.Duration
 	checkTTL, lockDelay time.Duration

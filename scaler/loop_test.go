@@ -3,6 +3,7 @@ package scaler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -12,7 +13,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/rouse-run/rouse/internal/clock"
 	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/harness/fakegateway"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/scaler/kpa"
 )
@@ -20,7 +24,7 @@ import (
 type harness struct {
 	t     *testing.T
 	s     *Scaler
-	clock *fakeClock
+	clock *clock.Fake
 	nomad *fakeNomad
 	gws   *fakeGateways
 	logs  *observer.ObservedLogs
@@ -29,7 +33,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	core, logs := observer.New(zap.DebugLevel)
-	h := &harness{t: t, clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}, nomad: newFakeNomad(),
+	h := &harness{t: t, clock: clock.NewFake(time.Unix(1_700_000_000, 0)), nomad: newFakeNomad(),
 		gws: &fakeGateways{}, logs: logs}
 	s, err := newScaler(Config{Logger: zap.New(core), Clock: h.clock, ID: "test", AdminAddr: "127.0.0.1:0"}, h.nomad, h.gws)
 	if err != nil {
@@ -46,18 +50,18 @@ func newHarness(t *testing.T) *harness {
 // ticks steps the clock a tick at a time, running the leader's tick each time.
 func (h *harness) ticks(n int) {
 	for range n {
-		h.clock.Add(h.s.cfg.Tick)
+		h.clock.Step(h.s.cfg.Tick)
 		h.s.tick(h.ctx, h.s.listJobs)
 	}
 }
 
 func TestLoopScalesUpThenToZero(t *testing.T) {
 	h := newHarness(t)
-	gw := newFakeGateway(t, "gw-1")
+	gw := fakegateway.Start(t, "gw-1")
 	h.gws.set(gw)
 	job := h.nomad.add(revCfg("svc-00001", nil), 1)
 
-	gw.set("default", "svc-00001", 300, 0) // 300 / 70 → 5
+	gw.Set("default", "svc-00001", 300, 0) // 300 / 70 → 5
 	h.ticks(1)
 	if got := h.nomad.count(job); got != 5 {
 		t.Fatalf("want 5 after a tick of 300 in flight (panic), got %d", got)
@@ -66,7 +70,7 @@ func TestLoopScalesUpThenToZero(t *testing.T) {
 	if got := h.nomad.count(job); got != 5 {
 		t.Fatalf("steady: want 5, got %d", got)
 	}
-	gw.set("default", "svc-00001", 0, 0)
+	gw.Set("default", "svc-00001", 0, 0)
 	// Window 10 s + grace 4 s, with the scale-down rate halving on the way.
 	var zeroAfter time.Duration
 	for i := 1; i <= 30; i++ {
@@ -79,33 +83,34 @@ func TestLoopScalesUpThenToZero(t *testing.T) {
 	if zeroAfter < 14*time.Second || zeroAfter > 30*time.Second {
 		t.Fatalf("zero after %v of idle; want after window+grace (14 s) and soon after", zeroAfter)
 	}
-	last := h.nomad.calls[len(h.nomad.calls)-1]
+	calls := h.nomad.scaleCalls()
+	last := calls[len(calls)-1]
 	if last.meta["rouse.reason"] != "to_zero" || !strings.Contains(last.msg, "→ 0") {
 		t.Fatalf("scale call should say why: %q %v", last.msg, last.meta)
 	}
 	// No call when nothing changes.
-	n := len(h.nomad.calls)
+	n := len(calls)
 	h.ticks(5)
-	if len(h.nomad.calls) != n {
-		t.Fatalf("scaled without a change: %v", h.nomad.calls[n:])
+	if calls := h.nomad.scaleCalls(); len(calls) != n {
+		t.Fatalf("scaled without a change: %v", calls[n:])
 	}
 }
 
 func TestGatewayDownNeverScalesDown(t *testing.T) {
 	h := newHarness(t)
-	a, b := newFakeGateway(t, "gw-a"), newFakeGateway(t, "gw-b")
+	a, b := fakegateway.Start(t, "gw-a"), fakegateway.Start(t, "gw-b")
 	h.gws.set(a, b)
 	job := h.nomad.add(revCfg("svc-00001", nil), 1)
-	a.set("default", "svc-00001", 140, 0)
-	b.set("default", "svc-00001", 140, 0) // 280 → 4
+	a.Set("default", "svc-00001", 140, 0)
+	b.Set("default", "svc-00001", 140, 0) // 280 → 4
 	h.ticks(8)
 	if got := h.nomad.count(job); got != 4 {
 		t.Fatalf("want 4, got %d", got)
 	}
 	// b holds the traffic and stops answering while still registered healthy: a alone
 	// reports zero. Nothing scales down, let alone to zero.
-	a.set("default", "svc-00001", 0, 0)
-	b.setFail(true)
+	a.Set("default", "svc-00001", 0, 0)
+	b.SetFail(true)
 	h.ticks(20)
 	if got := h.nomad.count(job); got != 4 {
 		t.Fatalf("scaled to %d while a gateway was failing", got)
@@ -114,14 +119,14 @@ func TestGatewayDownNeverScalesDown(t *testing.T) {
 		t.Fatal("no warning for the failing gateway")
 	}
 	// But scaling up continues from the others.
-	a.set("default", "svc-00001", 600, 0)
+	a.Set("default", "svc-00001", 600, 0)
 	h.ticks(2)
 	if got := h.nomad.count(job); got < 9 {
 		t.Fatalf("scale-up from the remaining gateway: want ≥ 9, got %d", got)
 	}
 	// Consul drops b from the healthy list: after a window of complete data, down again.
 	h.gws.set(a)
-	a.set("default", "svc-00001", 70, 0)
+	a.Set("default", "svc-00001", 70, 0)
 	h.ticks(30)
 	if got := h.nomad.count(job); got != 1 {
 		t.Fatalf("after the failed gateway left: want 1, got %d", got)
@@ -130,13 +135,13 @@ func TestGatewayDownNeverScalesDown(t *testing.T) {
 
 func TestNoGatewaysHoldsCounts(t *testing.T) {
 	h := newHarness(t)
-	h.gws.gws = []gateway{deadGateway(t)}
+	h.gws.setRaw(deadGateway(t))
 	job := h.nomad.add(revCfg("svc-00001", nil), 3)
 	h.ticks(30)
 	if got := h.nomad.count(job); got != 3 {
 		t.Fatalf("no gateway data must hold the count, got %d", got)
 	}
-	h.gws.gws = nil // none registered at all
+	h.gws.setRaw() // none registered at all
 	h.ticks(30)
 	if got := h.nomad.count(job); got != 3 {
 		t.Fatalf("no gateways must hold the count, got %d", got)
@@ -145,7 +150,7 @@ func TestNoGatewaysHoldsCounts(t *testing.T) {
 
 func TestNewLeaderHoldsCountsUntilWindowFills(t *testing.T) {
 	h := newHarness(t)
-	gw := newFakeGateway(t, "gw-1")
+	gw := fakegateway.Start(t, "gw-1")
 	h.gws.set(gw)
 	job := h.nomad.add(revCfg("svc-00001", func(c *revmeta.Config) { c.Window = 20 * time.Second }), 6)
 	// Idle revision at 6 when this replica takes over: nothing moves for a window.
@@ -161,18 +166,30 @@ func TestNewLeaderHoldsCountsUntilWindowFills(t *testing.T) {
 	}
 }
 
-func TestActivationFastPath(t *testing.T) {
+// waitParked waits until the scaler's /activations long poll waits at gw after seq
+// (real HTTP): only then is an activation announced to a listening scaler.
+func waitParked(t *testing.T, gw *fakegateway.Gateway, seq uint64) {
+	t.Helper()
+	poll.Until(t, 5*time.Second, fmt.Sprintf("the /activations long poll parked after %d", seq), func() error {
+		if gw.Parked(seq) == 0 {
+			return errors.New("no long poll waiting")
+		}
+		return nil
+	})
+}
+
+func TestActivationPath(t *testing.T) {
 	h := newHarness(t)
-	gw := newFakeGateway(t, "gw-1")
+	gw := fakegateway.Start(t, "gw-1")
 	h.gws.set(gw)
 	job := h.nomad.add(revCfg("svc-00001", nil), 0)
 	h.ticks(3) // learns the job at 0 and starts the long-poll
 	if got := h.nomad.count(job); got != 0 {
 		t.Fatalf("idle at zero moved: %d", got)
 	}
-	time.Sleep(50 * time.Millisecond) // let the long-poll reach the gateway (real HTTP)
+	waitParked(t, gw, 0)
 	start := time.Now()
-	gw.activate(gauges.Activation{Namespace: "default", Revision: "svc-00001", Held: 150})
+	gw.Activate(gauges.Activation{Namespace: "default", Revision: "svc-00001", Held: 150})
 	select {
 	case c := <-h.nomad.scaled:
 		lag := c.at.Sub(start)
@@ -187,17 +204,19 @@ func TestActivationFastPath(t *testing.T) {
 		t.Fatal("no scale-up from the activation signal")
 	}
 	// The next tick sees the held requests in the gauges and keeps it up.
-	gw.set("default", "svc-00001", 0, 150)
+	gw.Set("default", "svc-00001", 0, 150)
 	h.ticks(1)
 	if got := h.nomad.count(job); got < 3 {
 		t.Fatalf("tick undid the activation: %d", got)
 	}
-	// A repeated answer for a revision already up does nothing.
-	n := len(h.nomad.calls)
-	gw.activate(gauges.Activation{Namespace: "default", Revision: "svc-00001", Held: 1})
-	time.Sleep(100 * time.Millisecond)
-	if len(h.nomad.calls) != n {
-		t.Fatalf("scaled again for a revision already up: %v", h.nomad.calls[n:])
+	// A repeated answer for a revision already up does nothing. The scaler asks for the
+	// next answer only once it has handled this one (re-read the count, scaled or not),
+	// so once it is parked after seq, every call it would make has been made.
+	n := len(h.nomad.scaleCalls())
+	seq := gw.Activate(gauges.Activation{Namespace: "default", Revision: "svc-00001", Held: 1})
+	waitParked(t, gw, seq)
+	if calls := h.nomad.scaleCalls(); len(calls) != n {
+		t.Fatalf("scaled again for a revision already up: %v", calls[n:])
 	}
 }
 
@@ -213,11 +232,11 @@ func TestScaleErrorsAreLoggedNotFatal(t *testing.T) {
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
 			h := newHarness(t)
-			gw := newFakeGateway(t, "gw-1")
+			gw := fakegateway.Start(t, "gw-1")
 			h.gws.set(gw)
 			job := h.nomad.add(revCfg("svc-00001", nil), 1)
 			h.nomad.scaleErr = errors.New(tc.err)
-			gw.set("default", "svc-00001", 300, 0)
+			gw.Set("default", "svc-00001", 300, 0)
 			h.ticks(5)
 			logs := h.logs.FilterMessageSnippet("could not scale revision").All()
 			if len(logs) != 1 {
@@ -240,14 +259,14 @@ func TestScaleErrorsAreLoggedNotFatal(t *testing.T) {
 
 func TestBadMetaIsSkippedAndOthersScale(t *testing.T) {
 	h := newHarness(t)
-	gw := newFakeGateway(t, "gw-1")
+	gw := fakegateway.Start(t, "gw-1")
 	h.gws.set(gw)
 	bad := revCfg("svc-00001", nil)
 	badJob := h.nomad.add(bad, 1)
 	h.nomad.jobs[badJob].meta[revmeta.KeyWindow] = "sixty"
 	good := h.nomad.add(revCfg("svc-00002", nil), 1)
-	gw.set("default", "svc-00001", 300, 0)
-	gw.set("default", "svc-00002", 300, 0)
+	gw.Set("default", "svc-00001", 300, 0)
+	gw.Set("default", "svc-00002", 300, 0)
 	h.ticks(3)
 	if h.nomad.count(badJob) != 1 || h.nomad.count(good) != 5 {
 		t.Fatalf("bad %d good %d", h.nomad.count(badJob), h.nomad.count(good))
@@ -259,7 +278,7 @@ func TestBadMetaIsSkippedAndOthersScale(t *testing.T) {
 
 func TestCountsReadOncePerChange(t *testing.T) {
 	h := newHarness(t)
-	gw := newFakeGateway(t, "gw-1")
+	gw := fakegateway.Start(t, "gw-1")
 	h.gws.set(gw)
 	for i := range 20 {
 		h.nomad.add(revCfg("svc-"+string(rune('a'+i)), nil), 1)
@@ -272,10 +291,10 @@ func TestCountsReadOncePerChange(t *testing.T) {
 
 func TestAdminEndpoints(t *testing.T) {
 	h := newHarness(t)
-	gw := newFakeGateway(t, "gw-1")
+	gw := fakegateway.Start(t, "gw-1")
 	h.gws.set(gw)
 	h.nomad.add(revCfg("svc-00001", nil), 1)
-	gw.set("default", "svc-00001", 300, 0)
+	gw.Set("default", "svc-00001", 300, 0)
 	h.ticks(2)
 	srv := &http.Server{Handler: h.s.Handler()}
 	go srv.Serve(h.s.admin)
@@ -317,7 +336,9 @@ func TestAdminEndpoints(t *testing.T) {
 func TestJobWatchListsOnChangeAtMostOncePerTick(t *testing.T) {
 	nomad := newFakeNomad()
 	nomad.add(revCfg("svc-00001", nil), 1)
-	s, err := newScaler(Config{Tick: 30 * time.Millisecond, ID: "w"}, nomad, &fakeGateways{})
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	const tick = 2 * time.Second
+	s, err := newScaler(Config{Tick: tick, ID: "w", Clock: clk}, nomad, &fakeGateways{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,30 +349,69 @@ func TestJobWatchListsOnChangeAtMostOncePerTick(t *testing.T) {
 	if !ok || len(stubs) != 1 {
 		t.Fatalf("first listing: %v %v", stubs, ok)
 	}
-	lists := func() int { nomad.mu.Lock(); defer nomad.mu.Unlock(); return nomad.lists }
-	time.Sleep(300 * time.Millisecond) // quiet: the blocking query waits, nothing is re-listed
-	if n := lists(); n > 2 {
-		t.Fatalf("%d listings of an unchanged cluster", n)
+	// After each listing the watch waits out the rest of its tick on the clock.
+	waitingOutTick := func() {
+		t.Helper()
+		poll.Until(t, 5*time.Second, "the job watch waiting out its tick", func() error {
+			if n := clk.Waiters(); n != 1 {
+				return fmt.Errorf("%d timers armed", n)
+			}
+			return nil
+		})
 	}
+	listings := func(want int) {
+		t.Helper()
+		if got, _ := nomad.listing(); got != want {
+			t.Fatalf("%d listings, want %d", got, want)
+		}
+	}
+	waitingOutTick()
+	listings(1)
+
+	// Quiet: past the tick, the next listing is a blocking query that waits for a change,
+	// however long; no timer is armed, so only Nomad can wake it.
+	clk.Step(tick)
+	poll.Until(t, 5*time.Second, "a blocking list of an unchanged cluster", func() error {
+		if lists, blocked := nomad.listing(); lists != 2 || blocked != 1 {
+			return fmt.Errorf("%d listings, %d blocked", lists, blocked)
+		}
+		return nil
+	})
+	clk.Step(100 * tick)
+	if n := clk.Waiters(); n != 0 {
+		t.Fatalf("%d timers armed while the blocking list waits", n)
+	}
+	listings(2)
+
+	// A change answers the blocking query. That query outlasted the tick, so the next
+	// one starts at once, and waits.
 	nomad.add(revCfg("svc-00002", nil), 1)
-	deadline := time.Now().Add(time.Second)
-	for {
-		if stubs, _ := w.jobs(ctx); len(stubs) == 2 {
-			break
+	poll.Until(t, 5*time.Second, "the new job listed, and the next blocking list waiting", func() error {
+		stubs, _ := w.jobs(ctx)
+		if lists, blocked := nomad.listing(); len(stubs) != 2 || lists != 3 || blocked != 1 {
+			return fmt.Errorf("%d jobs listed; %d listings, %d blocked", len(stubs), lists, blocked)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("new job never listed")
+		return nil
+	})
+	// The next change answers at once too, and then the watch waits out a whole tick.
+	nomad.add(revCfg("svc-00003", nil), 1)
+	waitingOutTick()
+	listings(3)
+
+	// A cluster that changes all the time is listed once per tick: the changes of a tick
+	// land while the watch waits it out, and one listing takes them all.
+	for i := range 5 {
+		before, _ := nomad.listing()
+		for j := range 3 {
+			nomad.add(revCfg(fmt.Sprintf("svc-x%d-%d", i, j), nil), 1)
 		}
-		time.Sleep(5 * time.Millisecond)
+		listings(before) // the watch waits on the clock, which has not moved
+		clk.Step(tick)
+		waitingOutTick()
+		listings(before + 1)
 	}
-	// A cluster that changes all the time is listed at most once per tick.
-	before, start := lists(), time.Now()
-	for time.Since(start) < 300*time.Millisecond {
-		nomad.add(revCfg("svc-x", nil), 1)
-		time.Sleep(time.Millisecond)
-	}
-	if n, max := lists()-before, int(time.Since(start)/(30*time.Millisecond))+2; n > max {
-		t.Fatalf("%d listings in %v, want ≤ %d (one per tick)", n, time.Since(start), max)
+	if stubs, _ := w.jobs(ctx); len(stubs) != 3+5*3 {
+		t.Fatalf("%d jobs listed, want %d", len(stubs), 3+5*3)
 	}
 }
 
@@ -359,15 +419,15 @@ func TestJobWatchListsOnChangeAtMostOncePerTick(t *testing.T) {
 // new revision: the old job's traffic must not scale it.
 func TestRecreatedJobStartsFresh(t *testing.T) {
 	h := newHarness(t)
-	gw := newFakeGateway(t, "gw-1")
+	gw := fakegateway.Start(t, "gw-1")
 	h.gws.set(gw)
 	job := h.nomad.add(revCfg("svc-00001", nil), 1)
-	gw.set("default", "svc-00001", 300, 0)
+	gw.Set("default", "svc-00001", 300, 0)
 	h.ticks(3)
 	if got := h.nomad.count(job); got != 5 {
 		t.Fatalf("want 5 under load, got %d", got)
 	}
-	gw.set("default", "svc-00001", 0, 0)
+	gw.Set("default", "svc-00001", 0, 0)
 	h.nomad.mu.Lock()
 	delete(h.nomad.jobs, job)
 	h.nomad.mu.Unlock()
@@ -382,18 +442,18 @@ func TestRecreatedJobStartsFresh(t *testing.T) {
 // requests waiting for the next tick: the activation re-reads the count from Nomad.
 func TestActivationAfterOutsideScaleDown(t *testing.T) {
 	h := newHarness(t)
-	gw := newFakeGateway(t, "gw-1")
+	gw := fakegateway.Start(t, "gw-1")
 	h.gws.set(gw)
 	job := h.nomad.add(revCfg("svc-00001", nil), 1)
-	gw.set("default", "svc-00001", 5, 0)
+	gw.Set("default", "svc-00001", 5, 0)
 	h.ticks(3) // knows the job at 1, wants 1
 	h.nomad.mu.Lock()
 	j := h.nomad.jobs[job]
 	j.count, j.running, j.index = 0, 0, h.nomad.bump()
 	h.nomad.mu.Unlock()
-	time.Sleep(50 * time.Millisecond) // let the long-poll reach the gateway
+	waitParked(t, gw, 0)
 	start := time.Now()
-	gw.activate(gauges.Activation{Namespace: "default", Revision: "svc-00001", Held: 1})
+	gw.Activate(gauges.Activation{Namespace: "default", Revision: "svc-00001", Held: 1})
 	select {
 	case c := <-h.nomad.scaled:
 		t.Logf("outside scale-down → activation → Jobs.Scale in %v", c.at.Sub(start))

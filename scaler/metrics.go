@@ -42,7 +42,7 @@ func newMetrics() *metrics {
 		Name: "rouse_scaler_scale_calls_total", Help: "Nomad Jobs.Scale calls, by direction and result (ok, job_gone, acl_denied, deployment_lock, timeout, error).",
 	}, []string{"direction", "result"})
 	m.activations = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "rouse_scaler_activations_total", Help: "Revisions scaled up by the activation fast path (held requests at zero).",
+		Name: "rouse_scaler_activations_total", Help: "Revisions scaled up by the activation path (held requests at zero).",
 	})
 	m.gatewayErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "rouse_scaler_gateway_errors_total", Help: "Gauge reads that failed; the gateway was left out of that tick.",

@@ -15,10 +15,15 @@
 //     meta that `nomad job history`/scaling events show.
 //
 // Beside the tick, it long-polls every gateway's /activations: a revision at zero that
-// holds requests is scaled to what they need at once (the fast path from zero).
+// holds requests is scaled to what they need at once (the activation path).
 //
 // A new leader starts from the counts Nomad has and scales nothing down before a full
 // window of data.
+//
+// The files: config.go the Config and its defaults; scaler.go a replica's life and the
+// tick; activation.go the activation path; state.go the leader's table; jobwatch.go,
+// gateways.go, nomad.go and leader.go its sources (Nomad's job list, the gateways' gauges,
+// Jobs.Scale, the Consul lock).
 package scaler
 
 import (
@@ -27,105 +32,24 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 	"go.uber.org/zap"
 
+	"github.com/rouse-run/rouse/internal/clock"
 	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/watchloop"
 	"github.com/rouse-run/rouse/scaler/kpa"
 )
-
-// Defaults for Config's zero values.
-const (
-	DefaultTick           = 2 * time.Second
-	DefaultGatewayService = "rouse-gateway"
-	DefaultLeaderKey      = "rouse/scaler/leader"
-	DefaultSessionTTL     = 10 * time.Second
-	DefaultCheckTTL       = 5 * time.Second
-	DefaultLockDelay      = time.Millisecond
-	DefaultGatewayTimeout = time.Second
-	DefaultParallelScales = 16
-)
-
-// Config is everything `rouse scaler` takes.
-type Config struct {
-	Nomad  *nomadapi.Client  // required
-	Consul *consulapi.Client // required
-	Logger *zap.Logger       // nil: no logs
-	Clock  Clock             // nil: the wall clock
-
-	// Tick is how often the leader reads gauges and decides. Default 2 s.
-	Tick time.Duration
-	// AdminAddr is the listener for /metrics, /healthz and /decisions ("" = none;
-	// ":0" picks a free port, see Scaler.AdminAddr).
-	AdminAddr string
-	// Namespaces are the Nomad namespaces whose revisions are scaled. Default ["*"]: all.
-	Namespaces []string
-	// ID names this replica in logs, the lock value and Nomad's scaling events.
-	// Default hostname-pid.
-	ID string
-
-	GatewayService string        // Consul service of the gateways' admin listeners. Default rouse-gateway.
-	GatewayTimeout time.Duration // per /gauges read. Default 1 s.
-	LeaderKey      string        // Consul KV key of the leader lock. Default rouse/scaler/leader.
-	SessionTTL     time.Duration // the leader session's TTL. Default 10 s.
-	CheckTTL       time.Duration // the liveness check a crashed leader stops passing. Default 5 s.
-	LockDelay      time.Duration // Consul lock-delay after a leader's session dies. Default 1 ms: Consul's own 15 s default would push takeover past 15 s.
-	ParallelScales int           // Jobs.Scale / count reads in flight at once. Default 16.
-}
-
-func (c Config) withDefaults() Config {
-	if c.Logger == nil {
-		c.Logger = zap.NewNop()
-	}
-	if c.Clock == nil {
-		c.Clock = WallClock{}
-	}
-	if c.Tick <= 0 {
-		c.Tick = DefaultTick
-	}
-	if len(c.Namespaces) == 0 {
-		c.Namespaces = []string{"*"}
-	}
-	if c.ID == "" {
-		h, _ := os.Hostname()
-		c.ID = h + "-" + strconv.Itoa(os.Getpid())
-	}
-	if c.GatewayService == "" {
-		c.GatewayService = DefaultGatewayService
-	}
-	if c.GatewayTimeout <= 0 {
-		c.GatewayTimeout = min(DefaultGatewayTimeout, c.Tick/2)
-	}
-	if c.LeaderKey == "" {
-		c.LeaderKey = DefaultLeaderKey
-	}
-	if c.SessionTTL <= 0 {
-		c.SessionTTL = DefaultSessionTTL
-	}
-	if c.CheckTTL <= 0 {
-		c.CheckTTL = DefaultCheckTTL
-	}
-	if c.LockDelay <= 0 {
-		c.LockDelay = DefaultLockDelay
-	}
-	if c.ParallelScales <= 0 {
-		c.ParallelScales = DefaultParallelScales
-	}
-	return c
-}
 
 // Scaler is one replica.
 type Scaler struct {
 	cfg     Config
 	log     *zap.Logger
-	clock   Clock
+	clock   clock.Clock
 	jobs    jobsAPI
 	gws     gatewaySource
 	elect   elector
@@ -231,19 +155,19 @@ func (s *Scaler) Run(ctx context.Context) error {
 	defer s.elect.Close()
 	s.log.Info("scaler started", zap.String("admin", s.AdminAddr()), zap.Duration("tick", s.cfg.Tick),
 		zap.Strings("namespaces", s.cfg.Namespaces))
-	backoff := time.Second
+	backoff := watchloop.Backoff{Min: time.Second, Max: 15 * time.Second}
 	for ctx.Err() == nil {
 		lost, err := s.elect.Campaign(ctx)
 		if ctx.Err() != nil {
 			break
 		}
 		if err != nil {
-			s.log.Warn("leader election failed; retrying", zap.Error(err), zap.Duration("in", backoff))
-			s.sleep(ctx, backoff)
-			backoff = min(2*backoff, 15*time.Second)
+			wait := backoff.Next()
+			s.log.Warn("leader election failed; retrying", zap.Error(err), zap.Duration("in", wait))
+			clock.Sleep(ctx, s.clock, wait)
 			continue
 		}
-		backoff = time.Second
+		backoff.Reset()
 		s.log.Info("leading")
 		s.metrics.leaderChanges.Inc()
 		lctx, cancel := context.WithCancel(ctx)
@@ -407,7 +331,7 @@ func (s *Scaler) fetchCounts(ctx context.Context, rs []*revision) {
 }
 
 // apply sends a revision's wanted count to Nomad. One call per job at a time, and it sends
-// the latest want, so a fast-path scale-up and a tick's decision never land out of order.
+// the latest want, so an activation's scale-up and a tick's decision never land out of order.
 func (s *Scaler) apply(ctx context.Context, r *revision) {
 	r.scaleMu.Lock()
 	defer r.scaleMu.Unlock()
@@ -448,95 +372,4 @@ func (s *Scaler) apply(ctx context.Context, r *revision) {
 	s.log.Info("scaled", zap.String("namespace", r.job.ns), zap.String("job", r.job.id),
 		zap.Int("from", from), zap.Int("to", want), zap.Stringer("reason", d.Reason),
 		zap.Float64("stable", d.Stable), zap.Float64("panic_window", d.PanicValue), zap.Bool("panic", d.Panic))
-}
-
-// recheck reads a revision's count from Nomad and scales it up at once if it runs fewer
-// than need instances.
-func (s *Scaler) recheck(ctx context.Context, r *revision, need int, since time.Time) {
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	count, idx, err := s.jobs.Count(cctx, r.job)
-	if err != nil {
-		return // the tick will list it again
-	}
-	s.mu.Lock()
-	if s.table == nil { // leadership lost meanwhile
-		s.mu.Unlock()
-		return
-	}
-	if idx > r.countIndex {
-		s.table.setCount(r, count, idx)
-	}
-	up := r.nomad < need
-	from := r.nomad
-	if up {
-		r.want = max(r.want, need)
-		markActivated(r, int64(need))
-	}
-	s.mu.Unlock()
-	if !up {
-		return
-	}
-	s.log.Info("activating after an outside count change", zap.String("revision", r.key.ns+"/"+r.key.rev),
-		zap.Int("from", from), zap.Int("to", need))
-	s.scaleActivated(ctx, r, since)
-}
-
-// markActivated records on r (under s.mu) that its count was raised for held requests.
-func markActivated(r *revision, held int64) {
-	r.last = kpa.Decision{Desired: r.want, Reason: kpa.Activate, Stable: r.last.Stable, PanicValue: float64(held)}
-}
-
-// scaleActivated applies r's raised count and records the lag from the activation signal.
-func (s *Scaler) scaleActivated(ctx context.Context, r *revision, since time.Time) {
-	s.metrics.activations.Inc()
-	s.apply(ctx, r)
-	s.metrics.activationLag.Observe(s.clock.Now().Sub(since).Seconds())
-}
-
-// onActivations is the fast path: a gateway holds requests for revisions with no ready
-// instance. Each one at zero (or below what they need) is scaled at once.
-func (s *Scaler) onActivations(ctx context.Context, gw gateway, acts []gauges.Activation) {
-	now := s.clock.Now()
-	var wg sync.WaitGroup
-	for _, a := range acts {
-		s.mu.Lock()
-		if s.table == nil {
-			s.mu.Unlock()
-			return
-		}
-		r, from, up := s.table.activate(now, a)
-		if up {
-			markActivated(r, a.Held)
-		}
-		s.mu.Unlock()
-		if r == nil {
-			// Not listed yet (a revision registered since the last tick): tick now.
-			select {
-			case s.kick <- struct{}{}:
-			default:
-			}
-			continue
-		}
-		if !up {
-			// We believe the count already covers the held requests. It may have been
-			// changed from outside (nomad job scale) since the last listing: re-read it,
-			// at most once a second per revision, rather than wait for the tick.
-			s.mu.Lock()
-			recheck := r.countIndex != 0 && now.Sub(r.rechecked) >= time.Second
-			if recheck {
-				r.rechecked = now
-			}
-			s.mu.Unlock()
-			if recheck {
-				need := from
-				wg.Go(func() { s.recheck(ctx, r, need, now) })
-			}
-			continue
-		}
-		s.log.Info("activating", zap.String("revision", a.Namespace+"/"+a.Revision), zap.Int64("held", a.Held),
-			zap.Int("from", from), zap.String("gateway", gw.id))
-		wg.Go(func() { s.scaleActivated(ctx, r, now) })
-	}
-	wg.Wait()
 }

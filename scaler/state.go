@@ -103,11 +103,11 @@ func (t *table) sync(stubs []*nomadapi.JobListStub) (needCount []*revision) {
 				cfg.Namespace = j.Namespace
 			}
 			if r == nil {
-				r = &revision{key: revKey{cfg.Namespace, cfg.Revision}, job: jk, created: j.CreateIndex, kpa: kpa.New(cfg, t.opts)}
+				r = &revision{key: revKey{cfg.Namespace, cfg.Revision}, job: jk, created: j.CreateIndex, kpa: kpa.New(cfg.Autoscaling, t.opts)}
 				t.byJob[jk] = r
 				t.byRev[r.key] = r
 			} else {
-				r.kpa.SetConfig(cfg)
+				r.kpa.SetConfig(cfg.Autoscaling)
 			}
 			r.cfgIndex = j.JobModifyIndex
 		}
@@ -216,7 +216,7 @@ func (t *table) decide(now time.Time, data, partial, rpsPartial bool, counts *[k
 	return changed
 }
 
-// activate is the fast path: held requests for a revision with no ready instance. It
+// activate is the activation path: held requests for a revision with no ready instance. It
 // returns the revision when its count must rise now.
 func (t *table) activate(now time.Time, a gauges.Activation) (*revision, int, bool) {
 	r := t.byRev[revKey{a.Namespace, a.Revision}]

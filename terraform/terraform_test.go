@@ -24,7 +24,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/rouse-run/rouse/internal/agents"
+	"github.com/rouse-run/rouse/internal/harness/agents"
 )
 
 // hclFiles are the files under terraform/ written in HCL native syntax.

@@ -11,10 +11,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rouse-run/rouse/cmd/rouse/devd"
 	"github.com/rouse-run/rouse/control"
 	"github.com/rouse-run/rouse/gateway"
-	"github.com/rouse-run/rouse/internal/agents"
-	"github.com/rouse-run/rouse/internal/devenv"
+	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/harness/devenv"
 	"github.com/rouse-run/rouse/internal/store"
 	"github.com/rouse-run/rouse/jobspec"
 	"github.com/rouse-run/rouse/scaler"
@@ -92,7 +93,7 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 		return err
 	}
 	logPath := filepath.Join(d.dir, "rouse.log")
-	logger, err := devenv.FileLogger(logPath)
+	logger, err := devd.FileLogger(logPath)
 	if err != nil {
 		return err
 	}
@@ -103,9 +104,9 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 	fmt.Fprintf(o.Stdout, "rouse dev: gateway and scaler logs in %s\n", logPath)
 
 	var gwi *gateway.Gateway
-	gw := devenv.GatewayDaemon(gateway.Config{PublicAddr: d.listen, AdminAddr: d.adminListen, Domain: o.Domain,
+	gw := devd.GatewayDaemon(gateway.Config{PublicAddr: d.listen, AdminAddr: d.adminListen, Domain: o.Domain,
 		Logger: logger.Named("gateway"), Register: true, ID: "dev"}, func(g *gateway.Gateway) { gwi = g })
-	sc := devenv.ScalerDaemon(scaler.Config{Logger: logger.Named("scaler"), AdminAddr: d.scalerListen, ID: "dev"}, nil)
+	sc := devd.ScalerDaemon(scaler.Config{Logger: logger.Named("scaler"), AdminAddr: d.scalerListen, ID: "dev"}, nil)
 	deploy := func(ctx context.Context, p devenv.Platform) ([]string, error) {
 		c := control.New(control.Config{Nomad: p.Nomad, Consul: p.Consul, NomadAddr: p.NomadAddr,
 			ConsulAddr: "http://" + p.ConsulAddr, Domain: urlDomain})

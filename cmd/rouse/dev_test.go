@@ -17,7 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rouse-run/rouse/internal/agents"
+	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 )
 
 // devArgs are the flags of a `rouse dev` that collides with nothing else on the machine.
@@ -58,7 +59,7 @@ func TestDevAfterKill(t *testing.T) {
 	<-first.exited
 	first.exited <- nil
 	for _, pid := range first.pids { // the agents follow their parent (Pdeathsig)
-		waitFor(t, 30*time.Second, "agent gone after its rouse dev was killed", func() bool { return syscall.Kill(pid, 0) != nil })
+		poll.Until(t, 30*time.Second, "agent gone after its rouse dev was killed", poll.True(func() bool { return syscall.Kill(pid, 0) != nil }))
 	}
 	second := startDev(t, dir)
 	second.get(t)

@@ -25,8 +25,9 @@ import (
 
 	"github.com/rouse-run/rouse/control"
 	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/harness/poll"
+	"github.com/rouse-run/rouse/internal/harness/testcluster"
 	"github.com/rouse-run/rouse/internal/store"
-	"github.com/rouse-run/rouse/internal/testcluster"
 )
 
 // The integration tests run the real rouse binary against real Consul and Nomad agents,
@@ -157,32 +158,27 @@ func wantRoute(t *testing.T, rec *store.Service, want ...store.RouteTarget) {
 func get(t *testing.T, rev string) string {
 	t.Helper()
 	var body string
-	waitFor(t, 30*time.Second, rev+" answering", func() bool {
+	poll.Until(t, 30*time.Second, rev+" answering", func() error {
 		es, _, err := cluster.Consul.Health().Service(rev, "", true, nil)
-		if err != nil || len(es) == 0 {
-			return false
+		if err != nil {
+			return err
+		}
+		if len(es) == 0 {
+			return errors.New("no passing instance in Consul")
 		}
 		resp, err := http.Get(fmt.Sprintf("http://%s:%d/", es[0].Service.Address, es[0].Service.Port))
 		if err != nil {
-			return false
+			return err
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		body = strings.TrimSpace(string(b))
-		return resp.StatusCode == 200
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s: %q", resp.Status, body)
+		}
+		return nil
 	})
 	return body
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func decode[T any](t *testing.T, r result) T {
@@ -825,9 +821,11 @@ func TestLogs(t *testing.T) {
 	t.Cleanup(func() { rouse(t, "delete", "logs") })
 
 	var r result
-	waitFor(t, 15*time.Second, "the startup line in rouse logs", func() bool {
-		r = mustRouse(t, "logs", "logs")
-		return strings.Contains(r.stdout, "hello: listening on")
+	poll.Until(t, 15*time.Second, "the startup line in rouse logs", func() error {
+		if r = mustRouse(t, "logs", "logs"); !strings.Contains(r.stdout, "hello: listening on") {
+			return fmt.Errorf("rouse logs printed %q", r.stdout)
+		}
+		return nil
 	})
 	if !strings.HasPrefix(r.stdout, "logs-00001 ") {
 		t.Errorf("lines must start with the revision: %s", r)
@@ -863,8 +861,16 @@ func TestLogs(t *testing.T) {
 			lines <- sc.Text()
 		}
 	}()
-	time.Sleep(500 * time.Millisecond) // let the stream open; a line before it would be the tail
-	get(t, "logs-00001")
+	// check is one followed line: "logs-00001 INSTANCE  LINE"; it returns the instance.
+	check := func(l string) string {
+		t.Helper()
+		t.Logf("followed: %s", l)
+		f := strings.Fields(l)
+		if len(f) < 3 || f[0] != "logs-00001" {
+			t.Fatalf("want \"logs-00001 INSTANCE  LINE\", got %q", l)
+		}
+		return f[1]
+	}
 	// next waits for a followed line that match accepts; it returns the line's instance.
 	next := func(what string, match func(inst, line string) bool) string {
 		t.Helper()
@@ -875,24 +881,38 @@ func TestLogs(t *testing.T) {
 				if !ok {
 					t.Fatalf("rouse logs -f ended before %s", what)
 				}
-				t.Logf("followed: %s", l)
-				f := strings.Fields(l)
-				if len(f) < 3 || f[0] != "logs-00001" {
-					t.Fatalf("want \"logs-00001 INSTANCE  LINE\", got %q", l)
-				}
-				if match(f[1], l) {
-					return f[1]
+				if inst := check(l); match(inst, l) {
+					return inst
 				}
 			case <-deadline:
 				t.Fatalf("rouse logs -f did not show %s within 20s", what)
 			}
 		}
 	}
-	first := next("the request made after it started", func(_, l string) bool {
-		if strings.Contains(l, "hello: listening") {
-			t.Errorf("--tail 0 must not print the backlog: %s", l)
+	// A request made after the stream opened shows up. When it opens is the command's own
+	// business (a line written before then is the tail, which --tail 0 skips), so ask
+	// until a request's line comes through rather than sleep and ask once.
+	var first string
+	poll.Until(t, 20*time.Second, "a request made after it started, followed", func() error {
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatal("rouse logs -f ended before a request's line")
+				}
+				inst := check(l)
+				if strings.Contains(l, "hello: listening") {
+					t.Errorf("--tail 0 must not print the backlog: %s", l)
+				}
+				if strings.HasSuffix(l, "GET /") {
+					first = inst
+					return nil
+				}
+			default:
+				get(t, "logs-00001")
+				return errors.New("no request's line followed yet")
+			}
 		}
-		return strings.HasSuffix(l, "GET /")
 	})
 	// An instance that starts while following (as when the scaler adds one, or wakes the
 	// revision from zero) shows up too, from its first line.

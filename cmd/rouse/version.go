@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/rouse-run/rouse/internal/agents"
+	"github.com/rouse-run/rouse/internal/harness/agents"
 )
 
 // versionInfo is `rouse version`: what the Go toolchain stamped into the binary.

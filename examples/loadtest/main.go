@@ -30,12 +30,13 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 	"go.uber.org/zap"
 
+	"github.com/rouse-run/rouse/cmd/rouse/devd"
 	"github.com/rouse-run/rouse/control"
 	"github.com/rouse-run/rouse/examples/loadtest/loadgen"
 	"github.com/rouse-run/rouse/gateway"
-	"github.com/rouse-run/rouse/internal/agents"
-	"github.com/rouse-run/rouse/internal/devenv"
 	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/harness/devenv"
 	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/jobspec"
 	"github.com/rouse-run/rouse/scaler"
@@ -121,7 +122,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	}
 
 	logPath := filepath.Join(dir, "rouse.log")
-	logger, err := devenv.FileLogger(logPath)
+	logger, err := devd.FileLogger(logPath)
 	if err != nil {
 		return err
 	}
@@ -136,10 +137,10 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		sc *scaler.Scaler
 	)
 	// The access log is off: at 900 rps it would measure the disk as much as the gateway.
-	gwd := devenv.GatewayDaemon(gateway.Config{PublicAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Domain: "localhost",
+	gwd := devd.GatewayDaemon(gateway.Config{PublicAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Domain: "localhost",
 		Logger: logger.Named("gateway"), AccessLog: zap.NewNop(), Register: true, ID: "loadtest"},
 		func(g *gateway.Gateway) { gw = g })
-	scd := devenv.ScalerDaemon(scaler.Config{Logger: logger.Named("scaler"), AdminAddr: "127.0.0.1:0", ID: "loadtest"},
+	scd := devd.ScalerDaemon(scaler.Config{Logger: logger.Named("scaler"), AdminAddr: "127.0.0.1:0", ID: "loadtest"},
 		func(s *scaler.Scaler) { sc = s })
 	var revision, url string
 	deploy := func(ctx context.Context, p devenv.Platform) ([]string, error) {
@@ -190,7 +191,7 @@ func bench(ctx context.Context, o options, p devenv.Platform, gw *gateway.Gatewa
 	// Start from zero. Waiting for the scaler to get there would cost the example's whole
 	// stable window plus grace (90 s); setting the count directly is what the scaler would
 	// do, and it keeps zero because it sees no traffic. The scaler adopts the count on its
-	// next tick; until then it believes one instance runs and would not take the fast path
+	// next tick; until then it believes one instance runs and would not take the activation path
 	// from zero, so waitZero waits for that too.
 	zero := 0
 	if _, _, err := p.Nomad.Jobs().Scale(rev, revmeta.Group, &zero, "loadtest: start from zero", false,

@@ -40,6 +40,7 @@ func TestParseRequest(t *testing.T) {
 		"POST / HTTP/1.1\r\n" + h + "Transfer-Encoding: chunked\r\n\r\n": {host: "a.default.example.com", path: "/", body: Chunked, kept: []string{"Transfer-Encoding: chunked"}},
 		"POST / HTTP/1.1\r\n" + h + "Transfer-Encoding: CHUNKED\r\n\r\n": {host: "a.default.example.com", path: "/", body: Chunked, kept: []string{"Transfer-Encoding: CHUNKED"}},
 		"GET / HTTP/1.0\r\n" + h + "\r\n":                                {host: "a.default.example.com", path: "/", close: true},
+		"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n":                     {host: "[::1]:8080", path: "/"},
 		"OPTIONS * HTTP/1.1\r\n" + h + "\r\n":                            {host: "a.default.example.com", path: "*"},
 	}
 	var req Request
@@ -95,6 +96,9 @@ func TestParseRequest(t *testing.T) {
 		"GET / HTTP/1.1 \r\n" + h + "\r\n":                                                          ErrMalformed,
 		"GET x HTTP/1.1\r\n" + h + "\r\n":                                                           ErrMalformed,
 		"GET * HTTP/1.1\r\n" + h + "\r\n":                                                           ErrMalformed,
+		"GET http://::0 HTTP/1.1\r\n" + h + "\r\n":                                                  ErrBadHost,
+		"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n":                                                    ErrBadHost,
+		"GET / HTTP/1.1\r\nHost: a:b\r\n\r\n":                                                       ErrBadHost,
 		"CONNECT a:443 HTTP/1.1\r\n" + h + "\r\n":                                                   ErrMethod,
 	}
 	for raw, want := range refused {

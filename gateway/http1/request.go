@@ -292,11 +292,22 @@ func ValidHost(h []byte) bool {
 			return false
 		}
 	}
+	// An IPv6 literal is bracketed ("[::1]:80"): anywhere else at most one colon, before
+	// the port (net/url refuses "::0" as a host).
 	port := h
-	if i := bytes.LastIndexByte(h, ']'); i >= 0 {
+	if h[0] == '[' {
+		i := bytes.IndexByte(h, ']')
+		if i < 0 || bytes.IndexByte(h[i+1:], '[') >= 0 || bytes.IndexByte(h[i+1:], ']') >= 0 {
+			return false
+		}
 		port = h[i+1:]
+		if len(port) > 0 && port[0] != ':' {
+			return false
+		}
+	} else if bytes.IndexByte(h, '[') >= 0 || bytes.IndexByte(h, ']') >= 0 || bytes.Count(h, []byte(":")) > 1 {
+		return false
 	}
-	if i := bytes.LastIndexByte(port, ':'); i >= 0 {
+	if i := bytes.IndexByte(port, ':'); i >= 0 {
 		for _, c := range port[i+1:] {
 			if c < '0' || c > '9' {
 				return false

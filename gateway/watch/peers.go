@@ -9,7 +9,7 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 
-	"github.com/rouse-run/rouse/gateway/clock"
+	"github.com/rouse-run/rouse/internal/clock"
 	"github.com/rouse-run/rouse/internal/gauges"
 )
 

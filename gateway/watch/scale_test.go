@@ -10,8 +10,8 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 
-	"github.com/rouse-run/rouse/gateway/clock"
-	"github.com/rouse-run/rouse/internal/agents"
+	"github.com/rouse-run/rouse/internal/clock"
+	"github.com/rouse-run/rouse/internal/harness/agents"
 )
 
 // BenchmarkEndpoints10k measures the endpoints watcher against a real Consul holding

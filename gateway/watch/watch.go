@@ -19,7 +19,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/rouse-run/rouse/gateway/clock"
+	"github.com/rouse-run/rouse/internal/clock"
+	"github.com/rouse-run/rouse/internal/watchloop"
 )
 
 // Backoff bounds for a failing blocking query.
@@ -42,46 +43,18 @@ func (s signal) notify() {
 	}
 }
 
-// fetchFunc runs one query at waitIndex and returns the index of its answer.
-type fetchFunc func(ctx context.Context, waitIndex uint64) (uint64, error)
-
-// loop runs fetch as an index-driven blocking-query loop until ctx is done. Index handling
-// follows Consul's rules: an index that goes backwards resets to 0, and 0 becomes 1 so a
-// buggy answer cannot turn the loop into a busy poll.
-func loop(ctx context.Context, name string, log *zap.Logger, clk clock.Clock, onError func(), fetch fetchFunc) {
-	var idx uint64
-	backoff := time.Duration(0)
-	for ctx.Err() == nil {
-		next, err := fetch(ctx, idx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
+// loop runs fetch as an index-driven blocking-query loop (internal/watchloop) until ctx
+// is done, with the gateway's policy on failure: onError, a warning, and the last state kept.
+func loop(ctx context.Context, name string, log *zap.Logger, clk clock.Clock, onError func(), fetch watchloop.Fetch) {
+	watchloop.Run(ctx, watchloop.Config{
+		Clock:   clk,
+		Backoff: watchloop.Backoff{Min: minBackoff, Max: maxBackoff},
+		OnError: func(err error, _ int, retryIn time.Duration) {
 			if onError != nil {
 				onError()
 			}
-			backoff = min(max(backoff*2, minBackoff), maxBackoff)
-			log.Warn("consul watch failed; keeping the last state", zap.String("watch", name), zap.Error(err), zap.Duration("retry_in", backoff))
-			t := clk.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C():
-			}
-			continue
-		}
-		if backoff > 0 {
-			log.Info("consul watch recovered", zap.String("watch", name))
-			backoff = 0
-		}
-		switch {
-		case next < idx:
-			idx = 0
-		case next == 0:
-			idx = 1
-		default:
-			idx = next
-		}
-	}
+			log.Warn("consul watch failed; keeping the last state", zap.String("watch", name), zap.Error(err), zap.Duration("retry_in", retryIn))
+		},
+		OnRecover: func() { log.Info("consul watch recovered", zap.String("watch", name)) },
+	}, fetch)
 }

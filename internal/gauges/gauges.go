@@ -19,7 +19,7 @@
 //
 // lists the revisions holding requests with no ready instance. It answers at once when
 // the gateway's activation sequence differs from `after`, otherwise it blocks until it
-// changes or `wait` passes: the scaler's fast path from zero rides on it.
+// changes or `wait` passes: the scaler's activation path from zero rides on it.
 package gauges
 
 import (

@@ -61,24 +61,15 @@ const (
 	MetricRPS         = "rps"
 )
 
-// Knative's defaults, which users already know (DESIGN.md).
+// The per-request timeout's default and bound.
 const (
-	DefaultConcurrencyTarget   = 100.0
-	DefaultRPSTarget           = 200.0
-	DefaultTargetUtilization   = 0.70
-	DefaultWindow              = 60 * time.Second
-	DefaultPanicWindowPct      = 10.0
-	DefaultPanicThresholdPct   = 200.0
-	DefaultMaxScaleUpRate      = 1000.0
-	DefaultMaxScaleDownRate    = 2.0
-	DefaultScaleToZeroGrace    = 30 * time.Second
-	DefaultTargetBurstCapacity = 200.0
-	DefaultInitial             = 1
-	DefaultTimeout             = 300 * time.Second
-	MaxTimeout                 = 3600 * time.Second
+	DefaultTimeout = 300 * time.Second
+	MaxTimeout     = 3600 * time.Second
 )
 
-// Config is everything about a revision that the gateway and the scaler act on.
+// Config is everything about a revision that the gateway and the scaler act on. Its JSON
+// (the Consul KV copy the gateway reads) has the Autoscaling fields inline, as before there
+// was an Autoscaling type.
 type Config struct {
 	Service    string `json:"service"`
 	Namespace  string `json:"namespace"`
@@ -89,30 +80,14 @@ type Config struct {
 	Concurrency int           `json:"concurrency"` // container concurrency, 0 = unlimited
 	Timeout     time.Duration `json:"timeout"`
 
-	Metric              string        `json:"metric"`
-	Target              float64       `json:"target"` // per instance, in Metric units
-	TargetUtilization   float64       `json:"target_utilization"`
-	Min                 int           `json:"min"`
-	Max                 int           `json:"max"` // 0 = unbounded
-	Initial             int           `json:"initial"`
-	Window              time.Duration `json:"window"`
-	PanicWindowPct      float64       `json:"panic_window_percentage"`
-	PanicThresholdPct   float64       `json:"panic_threshold_percentage"`
-	MaxScaleUpRate      float64       `json:"max_scale_up_rate"`
-	MaxScaleDownRate    float64       `json:"max_scale_down_rate"`
-	ScaleToZeroGrace    time.Duration `json:"scale_to_zero_grace"`
-	TargetBurstCapacity float64       `json:"target_burst_capacity"` // -1 = unlimited, 0 = never queue in front of instances
+	Autoscaling
 }
 
 // Defaults returns a Config holding Knative's defaults for the revision named.
 func Defaults(ns, service, revision string) Config {
 	return Config{
 		Service: service, Namespace: ns, Revision: revision,
-		Timeout: DefaultTimeout, Metric: MetricConcurrency, Target: DefaultConcurrencyTarget,
-		TargetUtilization: DefaultTargetUtilization, Initial: DefaultInitial, Window: DefaultWindow,
-		PanicWindowPct: DefaultPanicWindowPct, PanicThresholdPct: DefaultPanicThresholdPct,
-		MaxScaleUpRate: DefaultMaxScaleUpRate, MaxScaleDownRate: DefaultMaxScaleDownRate,
-		ScaleToZeroGrace: DefaultScaleToZeroGrace, TargetBurstCapacity: DefaultTargetBurstCapacity,
+		Timeout: DefaultTimeout, Autoscaling: DefaultAutoscaling(),
 	}
 }
 
@@ -137,8 +112,13 @@ func IsRevision(meta map[string]string) bool {
 	return meta[KeyService] != "" && meta[KeyRevision] != ""
 }
 
-// FromMeta parses job meta written by Meta. Missing keys keep Knative's defaults, so
-// a revision written by an older rouse still scales; malformed values are errors.
+// FromMeta parses job meta written by Meta, and validates the autoscaling settings so the
+// scaler can act on them as they are. A key that is missing or empty keeps Knative's
+// default, so a revision written by an older rouse still scales. So does a zero where zero
+// is not a legal value (target, target_utilization, window, the panic percentages and the
+// scale rates): Compile wrote such zeros for a Spec built in Go without its defaults, and
+// the scaler used to read them with fallbacks of its own (target_utilization 1, not 0.70).
+// Malformed or out-of-bounds values are errors.
 func FromMeta(meta map[string]string) (Config, error) {
 	if !IsRevision(meta) {
 		return Config{}, fmt.Errorf("job meta has no %s/%s: not a rouse revision", KeyService, KeyRevision)
@@ -147,27 +127,31 @@ func FromMeta(meta map[string]string) (Config, error) {
 	c.SpecHash = meta[KeySpecHash]
 	if v := meta[KeyMetric]; v != "" {
 		c.Metric = v
-		if v == MetricRPS {
-			c.Target = DefaultRPSTarget
-		}
+		c.Target = DefaultTarget(v)
 	}
 	p := parser{meta: meta}
 	p.int(KeyGeneration, &c.Generation)
 	p.int(KeyConcurrency, &c.Concurrency)
 	p.dur(KeyTimeout, &c.Timeout)
-	p.float(KeyTarget, &c.Target)
-	p.float(KeyTargetUtilization, &c.TargetUtilization)
+	p.nonZeroFloat(KeyTarget, &c.Target)
+	p.nonZeroFloat(KeyTargetUtilization, &c.TargetUtilization)
 	p.int(KeyMin, &c.Min)
 	p.int(KeyMax, &c.Max)
 	p.int(KeyInitial, &c.Initial)
-	p.dur(KeyWindow, &c.Window)
-	p.float(KeyPanicWindowPct, &c.PanicWindowPct)
-	p.float(KeyPanicThresholdPct, &c.PanicThresholdPct)
-	p.float(KeyMaxScaleUpRate, &c.MaxScaleUpRate)
-	p.float(KeyMaxScaleDownRate, &c.MaxScaleDownRate)
+	p.nonZeroDur(KeyWindow, &c.Window)
+	p.nonZeroFloat(KeyPanicWindowPct, &c.PanicWindowPct)
+	p.nonZeroFloat(KeyPanicThresholdPct, &c.PanicThresholdPct)
+	p.nonZeroFloat(KeyMaxScaleUpRate, &c.MaxScaleUpRate)
+	p.nonZeroFloat(KeyMaxScaleDownRate, &c.MaxScaleDownRate)
 	p.dur(KeyScaleToZeroGrace, &c.ScaleToZeroGrace)
 	p.float(KeyTargetBurstCapacity, &c.TargetBurstCapacity)
-	return c, p.err
+	if p.err != nil {
+		return c, p.err
+	}
+	if err := c.Autoscaling.Validate(); err != nil {
+		return c, fmt.Errorf("job meta: %w", err)
+	}
+	return c, nil
 }
 
 type parser struct {
@@ -195,4 +179,22 @@ func (p *parser) float(key string, dst *float64) {
 
 func (p *parser) dur(key string, dst *time.Duration) {
 	p.set(key, func(v string) (err error) { *dst, err = time.ParseDuration(v); return })
+}
+
+// nonZeroFloat is float for a setting whose zero means "not set": it keeps dst's default.
+func (p *parser) nonZeroFloat(key string, dst *float64) {
+	v := *dst
+	p.float(key, &v)
+	if v != 0 {
+		*dst = v
+	}
+}
+
+// nonZeroDur is dur for a setting whose zero means "not set".
+func (p *parser) nonZeroDur(key string, dst *time.Duration) {
+	v := *dst
+	p.dur(key, &v)
+	if v != 0 {
+		*dst = v
+	}
 }

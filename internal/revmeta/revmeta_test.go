@@ -1,6 +1,8 @@
 package revmeta
 
 import (
+	"encoding/json"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -44,5 +46,72 @@ func TestFromMetaRPSDefaultTarget(t *testing.T) {
 	}
 	if c.Target != DefaultRPSTarget {
 		t.Fatalf("rps default target = %v", c.Target)
+	}
+}
+
+// TestConfigJSON: the Consul KV copy keeps its flat shape (the autoscaling fields inline),
+// so records written before Autoscaling was its own type decode to the same Config.
+func TestConfigJSON(t *testing.T) {
+	const old = `{"service":"hello","namespace":"default","revision":"hello-00002","generation":2,"spec_hash":"h",` +
+		`"concurrency":10,"timeout":90000000000,"metric":"rps","target":55.5,"target_utilization":0.7,"min":1,` +
+		`"max":20,"initial":2,"window":60000000000,"panic_window_percentage":10,"panic_threshold_percentage":200,` +
+		`"max_scale_up_rate":1000,"max_scale_down_rate":2,"scale_to_zero_grace":5000000000,"target_burst_capacity":-1}`
+	c := Defaults("default", "hello", "hello-00002")
+	c.Generation, c.SpecHash, c.Concurrency, c.Timeout = 2, "h", 10, 90*time.Second
+	c.Metric, c.Target, c.Min, c.Max, c.Initial = MetricRPS, 55.5, 1, 20, 2
+	c.ScaleToZeroGrace, c.TargetBurstCapacity = 5*time.Second, -1
+	b, err := json.Marshal(c)
+	if err != nil || string(b) != old {
+		t.Fatalf("marshal: %v\n got %s\nwant %s", err, b, old)
+	}
+	var back Config
+	if err := json.Unmarshal([]byte(old), &back); err != nil || back != c {
+		t.Fatalf("unmarshal: %v\n got %+v\nwant %+v", err, back, c)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	if err := DefaultAutoscaling().Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for field, mod := range map[string]func(*Autoscaling){
+		"metric":                     func(a *Autoscaling) { a.Metric = "" },
+		"target":                     func(a *Autoscaling) { a.Target = math.Inf(1) },
+		"target_utilization":         func(a *Autoscaling) { a.TargetUtilization = math.NaN() },
+		"min":                        func(a *Autoscaling) { a.Min, a.Max = 3, 2 },
+		"initial":                    func(a *Autoscaling) { a.Initial = -1 },
+		"max":                        func(a *Autoscaling) { a.Max = MaxCount + 1 },
+		"window":                     func(a *Autoscaling) { a.Window = 0 },
+		"panic_window_percentage":    func(a *Autoscaling) { a.PanicWindowPct = 0 },
+		"panic_threshold_percentage": func(a *Autoscaling) { a.PanicThresholdPct = 100 },
+		"max_scale_up_rate":          func(a *Autoscaling) { a.MaxScaleUpRate = 1 },
+		"max_scale_down_rate":        func(a *Autoscaling) { a.MaxScaleDownRate = 0 },
+		"scale_to_zero_grace":        func(a *Autoscaling) { a.ScaleToZeroGrace = -time.Second },
+		"target_burst_capacity":      func(a *Autoscaling) { a.TargetBurstCapacity = -2 },
+	} {
+		a := DefaultAutoscaling()
+		mod(&a)
+		if err := a.Validate(); err == nil || !strings.Contains(err.Error(), "autoscaling "+field+" ") {
+			t.Errorf("%s: want an error naming it, got %v", field, err)
+		}
+	}
+}
+
+// TestFromMetaValidates: zeros that mean "not set" keep the defaults (see FromMeta), and
+// values the scaler cannot act on are errors that name the key's setting.
+func TestFromMetaValidates(t *testing.T) {
+	m := Defaults("default", "a", "a-00001").Meta()
+	m[KeyTargetUtilization], m[KeyMaxScaleDownRate], m[KeyWindow] = "0", "0", "0s"
+	c, err := FromMeta(m)
+	if err != nil || c != Defaults("default", "a", "a-00001") {
+		t.Fatalf("zeros: %v\n got %+v", err, c)
+	}
+	for key, v := range map[string]string{KeyTargetUtilization: "1.5", KeyWindow: "1s", KeyMetric: "cpu", KeyMin: "-1"} {
+		m := Defaults("default", "a", "a-00001").Meta()
+		m[key] = v
+		field := strings.TrimPrefix(key, "rouse.autoscaling.")
+		if _, err := FromMeta(m); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s=%s: want an error naming %s, got %v", key, v, field, err)
+		}
 	}
 }

@@ -9,8 +9,8 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 
+	"github.com/rouse-run/rouse/internal/harness/testcluster"
 	"github.com/rouse-run/rouse/internal/revmeta"
-	"github.com/rouse-run/rouse/internal/testcluster"
 )
 
 var cluster *testcluster.Cluster

@@ -14,9 +14,9 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
-	"github.com/rouse-run/rouse/internal/agents"
+	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/harness/testcluster"
 	"github.com/rouse-run/rouse/internal/revmeta"
-	"github.com/rouse-run/rouse/internal/testcluster"
 	"github.com/rouse-run/rouse/jobspec"
 )
 

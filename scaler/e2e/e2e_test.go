@@ -7,17 +7,16 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,8 +27,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/harness/fakegateway"
+	"github.com/rouse-run/rouse/internal/harness/poll"
+	"github.com/rouse-run/rouse/internal/harness/testcluster"
 	"github.com/rouse-run/rouse/internal/revmeta"
-	"github.com/rouse-run/rouse/internal/testcluster"
 	"github.com/rouse-run/rouse/scaler"
 )
 
@@ -125,54 +126,13 @@ func groupCount(t *testing.T, job string) (count, running int) {
 	return g.Desired, g.Running
 }
 
-// gateway is a test server speaking the gateways' admin wire format.
-type gateway struct {
-	id  string
-	srv *httptest.Server
-
-	mu      sync.Mutex
-	revs    map[string]*gauges.Revision
-	seq     uint64
-	acts    []gauges.Activation
-	changed chan struct{}
-	done    chan struct{}
-}
+// gateway is a fake gateway's admin listener (internal/harness/fakegateway), registered
+// in Consul as rouse-gateway for the scalers to find.
+type gateway struct{ *fakegateway.Gateway }
 
 func startGateway(t *testing.T, id string) *gateway {
-	g := &gateway{id: id, revs: map[string]*gauges.Revision{}, changed: make(chan struct{}), done: make(chan struct{})}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/gauges", func(w http.ResponseWriter, r *http.Request) {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		rep := gauges.Report{Gateway: g.id, At: time.Now()}
-		for _, v := range g.revs {
-			rep.Revisions = append(rep.Revisions, *v)
-		}
-		gauges.Write(w, rep)
-	})
-	mux.HandleFunc("/activations", func(w http.ResponseWriter, r *http.Request) {
-		after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
-		wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
-		g.mu.Lock()
-		ch := g.changed
-		if after == g.seq {
-			g.mu.Unlock()
-			select {
-			case <-ch:
-			case <-time.After(wait):
-			case <-r.Context().Done():
-				return
-			case <-g.done:
-				return
-			}
-			g.mu.Lock()
-		}
-		seq, acts := g.seq, g.acts
-		g.mu.Unlock()
-		gauges.WriteActivations(w, seq, acts)
-	})
-	g.srv = httptest.NewServer(mux)
-	host, port, _ := net.SplitHostPort(g.srv.Listener.Addr().String())
+	g := &gateway{fakegateway.Start(t, id)}
+	host, port, _ := net.SplitHostPort(g.Addr())
 	p, _ := strconv.Atoi(port)
 	err := cluster.Consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
 		ID: id, Name: "rouse-gateway", Address: host, Port: p,
@@ -180,39 +140,16 @@ func startGateway(t *testing.T, id string) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { g.stop(); g.deregister() })
+	t.Cleanup(g.deregister)
 	return g
 }
 
-func (g *gateway) stop() {
-	select {
-	case <-g.done:
-	default:
-		close(g.done)
-		g.srv.Close()
-	}
-}
+func (g *gateway) deregister() { cluster.Consul.Agent().ServiceDeregister(g.ID()) }
 
-func (g *gateway) deregister() { cluster.Consul.Agent().ServiceDeregister(g.id) }
-
-func (g *gateway) set(rev string, inFlight, held int64) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	v := g.revs[rev]
-	if v == nil {
-		v = &gauges.Revision{Namespace: "default", Revision: rev}
-		g.revs[rev] = v
-	}
-	v.InFlight, v.Held = inFlight, held
-}
+func (g *gateway) set(rev string, inFlight, held int64) { g.Set("default", rev, inFlight, held) }
 
 func (g *gateway) activate(rev string, held int64) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.seq++
-	g.acts = []gauges.Activation{{Namespace: "default", Revision: rev, Held: held}}
-	close(g.changed)
-	g.changed = make(chan struct{})
+	g.Activate(gauges.Activation{Namespace: "default", Revision: rev, Held: held})
 }
 
 // replica runs one in-process scaler until the test ends or stop is called.
@@ -243,21 +180,23 @@ func startReplica(t *testing.T, id string) *replica {
 	return r
 }
 
-func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) time.Duration {
+// waitGroup waits until rev's group count and running instances satisfy ok.
+func waitGroup(t *testing.T, within time.Duration, what, rev string, ok func(count, running int) bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	deadline := start.Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
+	return poll.Until(t, within, what, func() error {
+		if c, run := groupCount(t, rev); !ok(c, run) {
+			return fmt.Errorf("count %d, running %d", c, run)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
+		return nil
+	})
 }
 
-func metrics(t *testing.T, r *replica) string {
-	resp, err := http.Get("http://" + r.s.AdminAddr() + "/metrics")
+func leads(r *replica) func() error { return poll.True(r.s.IsLeader) }
+
+// get reads one of a replica's admin pages.
+func get(t *testing.T, r *replica, path string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + r.s.AdminAddr() + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,18 +213,26 @@ func TestZeroToNAndBack(t *testing.T) {
 	register(t, revConfig(rev), 0)
 	a := startGateway(t, "gw-a")
 	r := startReplica(t, "s1")
-	waitUntil(t, 20*time.Second, "s1 leads", r.s.IsLeader)
-	time.Sleep(1500 * time.Millisecond) // a tick has listed the job and the long-poll is up
+	poll.Until(t, 20*time.Second, "s1 leads", leads(r))
+	poll.Until(t, 10*time.Second, "s1's tick knowing "+rev+" and its long poll waiting at gw-a", func() error {
+		if d := get(t, r, "/decisions"); !strings.Contains(d, rev) {
+			return fmt.Errorf("/decisions:\n%s", d)
+		}
+		if a.Parked(0) == 0 {
+			return errors.New("no /activations long poll waiting at gw-a")
+		}
+		return nil
+	})
 
-	// Fast path: one held request at zero.
+	// The activation path: one held request at zero.
 	a.set(rev, 0, 1)
 	start := time.Now()
 	a.activate(rev, 1)
-	took := waitUntil(t, 5*time.Second, "activation 0 → 1", func() bool { c, _ := groupCount(t, rev); return c >= 1 })
+	took := waitGroup(t, 5*time.Second, "activation 0 → 1", rev, func(c, _ int) bool { return c >= 1 })
 	t.Logf("activation signal → Nomad count 1 seen by a poller: %v", took)
-	waitUntil(t, 30*time.Second, "1 instance running", func() bool { _, run := groupCount(t, rev); return run >= 1 })
+	waitGroup(t, 30*time.Second, "1 instance running", rev, func(_, run int) bool { return run >= 1 })
 	t.Logf("activation signal → instance running: %v", time.Since(start))
-	m := metrics(t, r)
+	m := get(t, r, "/metrics")
 	if !strings.Contains(m, "rouse_scaler_activations_total 1") {
 		t.Errorf("activation not counted:\n%s", grep(m, "activation"))
 	}
@@ -293,14 +240,14 @@ func TestZeroToNAndBack(t *testing.T) {
 
 	// Load: 20 in flight at 7 per instance → 3.
 	a.set(rev, 20, 0)
-	waitUntil(t, 15*time.Second, "count 3", func() bool { c, _ := groupCount(t, rev); return c == 3 })
-	waitUntil(t, 60*time.Second, "3 running", func() bool { _, run := groupCount(t, rev); return run == 3 })
+	waitGroup(t, 15*time.Second, "count 3", rev, func(c, _ int) bool { return c == 3 })
+	waitGroup(t, 60*time.Second, "3 running", rev, func(_, run int) bool { return run == 3 })
 
 	// A second gateway joins, then dies while Consul still lists it healthy.
 	b := startGateway(t, "gw-b")
 	b.set(rev, 0, 0)
-	time.Sleep(2 * time.Second)
-	b.stop()
+	poll.Until(t, 10*time.Second, "the leader reading gw-b's gauges", poll.True(func() bool { return b.Reads() > 0 }))
+	b.Close()
 	a.set(rev, 0, 0) // all traffic gone… as far as the gateway that answers knows
 	for end := time.Now().Add(12 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
 		if c, _ := groupCount(t, rev); c < 3 {
@@ -309,15 +256,15 @@ func TestZeroToNAndBack(t *testing.T) {
 	}
 	// Scale-ups still follow the gateway that answers.
 	a.set(rev, 40, 0) // → 6
-	waitUntil(t, 15*time.Second, "count 6 with one gateway down", func() bool { c, _ := groupCount(t, rev); return c == 6 })
+	waitGroup(t, 15*time.Second, "count 6 with one gateway down", rev, func(c, _ int) bool { return c == 6 })
 
 	// The dead gateway leaves Consul; idle → 0 after a window of complete data + grace.
 	b.deregister()
 	a.set(rev, 0, 0)
 	idle := time.Now()
-	waitUntil(t, 60*time.Second, "count 0", func() bool { c, _ := groupCount(t, rev); return c == 0 })
+	waitGroup(t, 60*time.Second, "count 0", rev, func(c, _ int) bool { return c == 0 })
 	t.Logf("idle → count 0 in %v (window 6 s + grace 3 s, after a partial window)", time.Since(idle))
-	waitUntil(t, 30*time.Second, "0 running", func() bool { _, run := groupCount(t, rev); return run == 0 })
+	waitGroup(t, 30*time.Second, "0 running", rev, func(_, run int) bool { return run == 0 })
 
 	// Nomad's scaling events say who and why.
 	st, _, err := cluster.Nomad.Jobs().ScaleStatus(rev, nil)
@@ -368,7 +315,12 @@ func TestLeaderFailover(t *testing.T) {
 		}
 		return string(p.Value)
 	}
-	waitUntil(t, 30*time.Second, "the child leads", func() bool { return holder() == "crash-me" })
+	poll.Until(t, 30*time.Second, "the child leads", func() error {
+		if h := holder(); h != "crash-me" {
+			return fmt.Errorf("lock held by %q", h)
+		}
+		return nil
+	})
 	standby := startReplica(t, "standby")
 	time.Sleep(3 * time.Second) // the child ticks a few times; the standby campaigns
 	if standby.s.IsLeader() {
@@ -379,7 +331,7 @@ func TestLeaderFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	took := waitUntil(t, 15*time.Second, "the standby leads after SIGKILL", standby.s.IsLeader)
+	took := poll.Until(t, 15*time.Second, "the standby leads after SIGKILL", leads(standby))
 	t.Logf("leader SIGKILLed → standby leads in %v", took)
 	// The new leader starts from Nomad's count: no flap while its windows fill.
 	for end := killed.Add(took + 8*time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
@@ -393,7 +345,7 @@ func TestLeaderFailover(t *testing.T) {
 	time.Sleep(time.Second)
 	stopped := time.Now()
 	standby.stop()
-	waitUntil(t, 15*time.Second, "the next replica leads after a clean stop", next.s.IsLeader)
+	poll.Until(t, 15*time.Second, "the next replica leads after a clean stop", leads(next))
 	t.Logf("leader stopped cleanly → next leads in %v", time.Since(stopped))
 	<-standby.done
 	if h := holder(); h != "next" {

@@ -20,6 +20,9 @@
 //   - it goes to zero only when the stable desire has been zero, with no traffic, no held
 //     request and no partial data, for ScaleToZeroGrace; Min > 0 never goes to zero.
 //   - Min and Max (0 = unbounded) clamp everything.
+//
+// The settings are a revmeta.Autoscaling that has passed its Validate (revmeta.FromMeta
+// does that): kpa acts on them as they are, with no defaults of its own.
 package kpa
 
 import (
@@ -29,7 +32,7 @@ import (
 	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
-// Options are the knobs shared by every revision; the per-revision ones are revmeta.Config.
+// Options are the knobs shared by every revision; the per-revision ones are revmeta.Autoscaling.
 type Options struct {
 	// Granularity is the bucket width of the windows; the scaler sets it to its tick.
 	Granularity time.Duration
@@ -107,12 +110,15 @@ type Decision struct {
 
 // Revision is the autoscaling state of one revision.
 type Revision struct {
-	cfg  revmeta.Config
+	cfg  revmeta.Autoscaling
 	opts Options
 	win  window
 
+	// Derived from cfg and opts, in SetConfig only.
 	stableBuckets, panicBuckets int
-	lastValue                   float64
+	targetValue                 float64 // Target × TargetUtilization: what one instance should carry
+
+	lastValue float64 // the latest sample, in the metric's units
 
 	firstAt   time.Time // first sample: the window is full of data a Window later
 	lastAt    time.Time // latest sample
@@ -122,39 +128,20 @@ type Revision struct {
 	maxPanic  int       // the highest count reached in this panic
 }
 
-// New returns the state of a revision with no sample yet.
-func New(cfg revmeta.Config, opts Options) *Revision {
+// New returns the state of a revision with no sample yet. cfg must be valid
+// (revmeta.Autoscaling.Validate).
+func New(cfg revmeta.Autoscaling, opts Options) *Revision {
 	r := &Revision{opts: opts.withDefaults()}
 	r.SetConfig(cfg)
 	return r
 }
 
-// Config is the revision's config as last set.
-func (r *Revision) Config() revmeta.Config { return r.cfg }
+// Config is the revision's settings as last set.
+func (r *Revision) Config() revmeta.Autoscaling { return r.cfg }
 
-// SetConfig changes the revision's knobs; the windows are resized only when they must be.
-func (r *Revision) SetConfig(cfg revmeta.Config) {
-	if cfg.Window <= 0 {
-		cfg.Window = revmeta.DefaultWindow
-	}
-	if cfg.Target <= 0 {
-		cfg.Target = revmeta.DefaultConcurrencyTarget
-		if cfg.Metric == revmeta.MetricRPS {
-			cfg.Target = revmeta.DefaultRPSTarget
-		}
-	}
-	if cfg.TargetUtilization <= 0 || cfg.TargetUtilization > 1 {
-		cfg.TargetUtilization = 1
-	}
-	if cfg.PanicWindowPct <= 0 {
-		cfg.PanicWindowPct = revmeta.DefaultPanicWindowPct
-	}
-	if cfg.PanicThresholdPct <= 0 {
-		cfg.PanicThresholdPct = revmeta.DefaultPanicThresholdPct
-	}
-	if cfg.MaxScaleUpRate <= 1 {
-		cfg.MaxScaleUpRate = revmeta.DefaultMaxScaleUpRate
-	}
+// SetConfig changes the revision's settings (valid, as for New) and derives what Decide
+// needs from them; the windows are resized only when they must be.
+func (r *Revision) SetConfig(cfg revmeta.Autoscaling) {
 	gran := r.opts.Granularity
 	if n := ceilDiv(cfg.Window, gran); n > maxBuckets {
 		gran = time.Duration(ceilDiv(cfg.Window, maxBuckets))
@@ -166,6 +153,7 @@ func (r *Revision) SetConfig(cfg revmeta.Config) {
 	r.stableBuckets = stable
 	panicWin := time.Duration(float64(cfg.Window) * cfg.PanicWindowPct / 100)
 	r.panicBuckets = min(stable, max(1, ceilDiv(panicWin, gran)))
+	r.targetValue = cfg.Target * cfg.TargetUtilization
 	r.cfg = cfg
 }
 
@@ -205,12 +193,10 @@ func (r *Revision) Activate(now time.Time, held int64) int {
 	r.Record(now, Sample{Concurrency: float64(held), Held: held})
 	n := 1
 	if r.cfg.Metric != revmeta.MetricRPS {
-		n = max(1, int(math.Ceil(float64(held)/r.targetValue())))
+		n = max(1, int(math.Ceil(float64(held)/r.targetValue)))
 	}
 	return r.bound(n)
 }
-
-func (r *Revision) targetValue() float64 { return r.cfg.Target * r.cfg.TargetUtilization }
 
 func (r *Revision) bound(n int) int {
 	if r.cfg.Max > 0 && n > r.cfg.Max {
@@ -242,11 +228,8 @@ func (r *Revision) Decide(now time.Time, ready, current int) Decision {
 
 	readyF := math.Max(1, float64(ready))
 	maxUp := math.Ceil(c.MaxScaleUpRate * readyF)
-	maxDown := 0.0
-	if c.MaxScaleDownRate > 1 {
-		maxDown = math.Floor(readyF / c.MaxScaleDownRate)
-	}
-	tv := r.targetValue()
+	maxDown := math.Floor(readyF / c.MaxScaleDownRate)
+	tv := r.targetValue
 	dspc := math.Ceil(stable / tv)
 	dppc := math.Ceil(panicV / tv)
 	desiredStable := int(math.Min(math.Max(dspc, maxDown), maxUp))

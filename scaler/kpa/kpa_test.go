@@ -13,10 +13,14 @@ const tick = 2 * time.Second
 
 var epoch = time.Unix(1_700_000_000, 0)
 
-func cfg(mod func(*revmeta.Config)) revmeta.Config {
-	c := revmeta.Defaults("default", "hello", "hello-00001")
+// cfg is Knative's defaults changed by mod; kpa trusts its settings, so they must be valid.
+func cfg(mod func(*revmeta.Autoscaling)) revmeta.Autoscaling {
+	c := revmeta.DefaultAutoscaling()
 	if mod != nil {
 		mod(&c)
+	}
+	if err := c.Validate(); err != nil {
+		panic(err)
 	}
 	return c
 }
@@ -35,7 +39,7 @@ func (p point) String() string {
 // replay steps a revision through a trace, one sample per tick, starting with `start`
 // instances. Instances are ready the tick after they are asked for; trace returns ok=false
 // for a tick with no data at all.
-func replay(c revmeta.Config, start int, d time.Duration, trace func(at time.Duration) (Sample, bool)) []point {
+func replay(c revmeta.Autoscaling, start int, d time.Duration, trace func(at time.Duration) (Sample, bool)) []point {
 	r := New(c, Options{Granularity: tick})
 	current, ready := start, start
 	var out []point
@@ -85,7 +89,7 @@ func TestTraces(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name  string
-		cfg   revmeta.Config
+		cfg   revmeta.Autoscaling
 		start int
 		dur   time.Duration
 		trace func(time.Duration) (Sample, bool)
@@ -165,7 +169,7 @@ func TestTraces(t *testing.T) {
 		},
 	}, {
 		name:  "idle goes to zero a window plus the grace after the last request, not before",
-		cfg:   cfg(func(c *revmeta.Config) { c.Window = 20 * time.Second; c.ScaleToZeroGrace = 10 * time.Second }),
+		cfg:   cfg(func(c *revmeta.Autoscaling) { c.Window = 20 * time.Second; c.ScaleToZeroGrace = 10 * time.Second }),
 		start: 1, dur: 90 * time.Second,
 		trace: idleAfter(30*time.Second, 10),
 		check: func(t *testing.T, ps []point) {
@@ -190,7 +194,7 @@ func TestTraces(t *testing.T) {
 		},
 	}, {
 		name: "held requests alone keep it from zero",
-		cfg: cfg(func(c *revmeta.Config) {
+		cfg: cfg(func(c *revmeta.Autoscaling) {
 			c.Metric, c.Target = revmeta.MetricRPS, 200
 			c.Window, c.ScaleToZeroGrace = 10*time.Second, 4*time.Second
 		}),
@@ -204,7 +208,7 @@ func TestTraces(t *testing.T) {
 			}
 		},
 	}, {
-		name: "min > 0 never goes to zero", cfg: cfg(func(c *revmeta.Config) {
+		name: "min > 0 never goes to zero", cfg: cfg(func(c *revmeta.Autoscaling) {
 			c.Min, c.Window, c.ScaleToZeroGrace = 2, 10*time.Second, 2*time.Second
 		}),
 		start: 4, dur: 2 * time.Minute, trace: conc(0),
@@ -219,7 +223,7 @@ func TestTraces(t *testing.T) {
 			}
 		},
 	}, {
-		name: "max clamps panic and stable", cfg: cfg(func(c *revmeta.Config) { c.Max = 3 }),
+		name: "max clamps panic and stable", cfg: cfg(func(c *revmeta.Autoscaling) { c.Max = 3 }),
 		start: 1, dur: 30 * time.Second, trace: conc(10_000),
 		check: func(t *testing.T, ps []point) {
 			for _, p := range ps {
@@ -229,7 +233,7 @@ func TestTraces(t *testing.T) {
 			}
 		},
 	}, {
-		name: "scale-up rate doubles at most", cfg: cfg(func(c *revmeta.Config) { c.MaxScaleUpRate = 2 }),
+		name: "scale-up rate doubles at most", cfg: cfg(func(c *revmeta.Autoscaling) { c.MaxScaleUpRate = 2 }),
 		start: 1, dur: 12 * time.Second, trace: conc(7_000), // wants 100
 		check: func(t *testing.T, ps []point) {
 			want := []int{2, 2, 4, 4, 8, 8, 16} // ready lags a tick behind the count
@@ -240,7 +244,7 @@ func TestTraces(t *testing.T) {
 			}
 		},
 	}, {
-		name: "scale-down rate halves at most", cfg: cfg(func(c *revmeta.Config) { c.Window = 10 * time.Second }),
+		name: "scale-down rate halves at most", cfg: cfg(func(c *revmeta.Autoscaling) { c.Window = 10 * time.Second }),
 		start: 16, dur: 40 * time.Second,
 		trace: func(at time.Duration) (Sample, bool) {
 			if at < 10*time.Second {
@@ -260,7 +264,7 @@ func TestTraces(t *testing.T) {
 			}
 		},
 	}, {
-		name: "a new revision keeps its initial count for a window", cfg: cfg(func(c *revmeta.Config) {
+		name: "a new revision keeps its initial count for a window", cfg: cfg(func(c *revmeta.Autoscaling) {
 			c.Window, c.ScaleToZeroGrace = 20*time.Second, 0
 		}),
 		start: 3, dur: 60 * time.Second, trace: conc(0),
@@ -276,7 +280,7 @@ func TestTraces(t *testing.T) {
 		},
 	}, {
 		name:  "missing data holds the count, then restarts the idle clock",
-		cfg:   cfg(func(c *revmeta.Config) { c.Window, c.ScaleToZeroGrace = 10*time.Second, 4*time.Second }),
+		cfg:   cfg(func(c *revmeta.Autoscaling) { c.Window, c.ScaleToZeroGrace = 10*time.Second, 4*time.Second }),
 		start: 2, dur: 100 * time.Second,
 		trace: func(at time.Duration) (Sample, bool) {
 			switch {
@@ -307,7 +311,7 @@ func TestTraces(t *testing.T) {
 		},
 	}, {
 		name:  "a partial sample scales up but never down or to zero",
-		cfg:   cfg(func(c *revmeta.Config) { c.Window, c.ScaleToZeroGrace = 10*time.Second, 2*time.Second }),
+		cfg:   cfg(func(c *revmeta.Autoscaling) { c.Window, c.ScaleToZeroGrace = 10*time.Second, 2*time.Second }),
 		start: 4, dur: 60 * time.Second,
 		trace: func(at time.Duration) (Sample, bool) {
 			switch {
@@ -338,7 +342,7 @@ func TestTraces(t *testing.T) {
 }
 
 func TestActivateFromZero(t *testing.T) {
-	c := cfg(func(c *revmeta.Config) { c.Window, c.ScaleToZeroGrace = 10*time.Second, 2*time.Second })
+	c := cfg(func(c *revmeta.Autoscaling) { c.Window, c.ScaleToZeroGrace = 10*time.Second, 2*time.Second })
 	r := New(c, Options{Granularity: tick})
 	now := epoch
 	for i := 0; i < 20; i++ { // a long idle at zero
@@ -398,7 +402,7 @@ func TestExcessBurstCapacity(t *testing.T) {
 		{0, 3, 50, 0},
 		{-1, 3, 50, -1},
 	} {
-		r := New(cfg(func(c *revmeta.Config) { c.TargetBurstCapacity = tc.tbc }), Options{Granularity: tick})
+		r := New(cfg(func(c *revmeta.Autoscaling) { c.TargetBurstCapacity = tc.tbc }), Options{Granularity: tick})
 		r.Record(epoch, Sample{Concurrency: tc.load})
 		if d := r.Decide(epoch, tc.ready, tc.ready); d.ExcessBurstCapacity != tc.want {
 			t.Errorf("tbc %v ready %d load %v: EBC %v, want %v", tc.tbc, tc.ready, tc.load, d.ExcessBurstCapacity, tc.want)
@@ -407,7 +411,7 @@ func TestExcessBurstCapacity(t *testing.T) {
 }
 
 func TestRPSMetric(t *testing.T) {
-	c := cfg(func(c *revmeta.Config) { c.Metric, c.Target = revmeta.MetricRPS, 100 })
+	c := cfg(func(c *revmeta.Autoscaling) { c.Metric, c.Target = revmeta.MetricRPS, 100 })
 	ps := replay(c, 1, time.Minute, func(time.Duration) (Sample, bool) {
 		return Sample{RPS: 700, Concurrency: 1}, true // scales on RPS, not concurrency
 	})
@@ -417,7 +421,7 @@ func TestRPSMetric(t *testing.T) {
 }
 
 func TestNoDataAtStartHoldsAndClamps(t *testing.T) {
-	r := New(cfg(func(c *revmeta.Config) { c.Min = 2 }), Options{Granularity: tick})
+	r := New(cfg(func(c *revmeta.Autoscaling) { c.Min = 2 }), Options{Granularity: tick})
 	if d := r.Decide(epoch, 0, 0); d.Desired != 2 || d.Reason != AtMin {
 		t.Fatalf("min applies even without data: %+v", d)
 	}
@@ -428,7 +432,7 @@ func TestNoDataAtStartHoldsAndClamps(t *testing.T) {
 }
 
 func TestLongWindowBucketsBounded(t *testing.T) {
-	r := New(cfg(func(c *revmeta.Config) { c.Window = time.Hour }), Options{Granularity: tick})
+	r := New(cfg(func(c *revmeta.Autoscaling) { c.Window = time.Hour }), Options{Granularity: tick})
 	if len(r.win.b) > maxBuckets {
 		t.Fatalf("%d buckets", len(r.win.b))
 	}
@@ -443,5 +447,54 @@ func TestReasonNames(t *testing.T) {
 		if r.String() == "" || r.String() == "unknown" {
 			t.Fatalf("reason %d has no name", r)
 		}
+	}
+}
+
+// TestJobMetaDefaultsReachKPA follows a revision's job meta to the decider: a setting the
+// meta leaves out, leaves empty or writes as zero (what Compile wrote for a Spec built in Go
+// without its defaults) must reach kpa as Knative's default, the one revmeta declares, and
+// not as a default of kpa's own (it used to make TargetUtilization 1, not 0.70).
+func TestJobMetaDefaultsReachKPA(t *testing.T) {
+	base := map[string]string{revmeta.KeyNamespace: "default", revmeta.KeyService: "hello", revmeta.KeyRevision: "hello-00001"}
+	with := func(kv map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for k, v := range kv {
+			m[k] = v
+		}
+		return m
+	}
+	unset := func(v string) map[string]string {
+		return map[string]string{
+			revmeta.KeyTarget: v, revmeta.KeyTargetUtilization: v, revmeta.KeyPanicWindowPct: v,
+			revmeta.KeyPanicThresholdPct: v, revmeta.KeyMaxScaleUpRate: v, revmeta.KeyMaxScaleDownRate: v,
+		}
+	}
+	zero := unset("0")
+	zero[revmeta.KeyWindow] = "0s"
+	want := revmeta.Defaults("default", "hello", "hello-00001")
+	for _, tc := range []struct {
+		name string
+		meta map[string]string
+	}{
+		{"keys missing (an older or hand-written job)", base},
+		{"values empty", with(unset(""))},
+		{"values zero (a Spec compiled without its defaults)", with(zero)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := revmeta.FromMeta(tc.meta)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := New(c.Autoscaling, Options{Granularity: tick})
+			if got := r.Config(); got != want.Autoscaling {
+				t.Errorf("kpa decides with\n %+v\nwant\n %+v", got, want)
+			}
+			if n := r.Activate(epoch, 150); n != 3 {
+				t.Errorf("150 held at target 100 × utilization 0.70: want 3 instances, got %d", n)
+			}
+		})
 	}
 }

@@ -66,7 +66,7 @@ type Model struct {
 	Service  time.Duration // per request
 	Capacity int           // concurrent requests per instance
 	Start    time.Duration // asked for → ready
-	Activate time.Duration // first held request → scaler acts (fast path)
+	Activate time.Duration // first held request → scaler acts (activation path)
 	Tick     time.Duration
 	Seed     uint64
 	Log      io.Writer // when set, one line per tick
@@ -102,7 +102,7 @@ type instance struct {
 // Run replays one trace.
 func Run(m Model, tr Trace, cfg revmeta.Config) Result {
 	rng := rand.New(rand.NewPCG(m.Seed, 7))
-	rev := kpa.New(cfg, kpa.Options{Granularity: m.Tick})
+	rev := kpa.New(cfg.Autoscaling, kpa.Options{Granularity: m.Tick})
 	res := Result{Trace: tr.Name}
 	const step = time.Millisecond
 	ring := make([][]int, int(m.Service/step)+1) // completions by ms: instance index
@@ -195,7 +195,7 @@ func Run(m Model, tr Trace, cfg revmeta.Config) Result {
 			end := (int((now+m.Service)/step) % len(ring))
 			ring[end] = append(ring[end], best)
 		}
-		// Activation fast path: held requests at zero wake the revision without a tick.
+		// The activation path: held requests at zero wake the revision without a tick.
 		if count == 0 && len(queue) > 0 && activateAt < 0 {
 			activateAt = now + m.Activate
 		}

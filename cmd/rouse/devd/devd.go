@@ -1,4 +1,8 @@
-package devenv
+// Package devd wires rouse's daemons into the dev platform (internal/harness/devenv): a
+// gateway and a scaler in this process, on the platform's Consul and Nomad. It is what
+// `rouse dev` and the load test (examples/loadtest) run; it lives above gateway and
+// scaler so that the harness under internal/ imports neither.
+package devd
 
 import (
 	"context"
@@ -6,13 +10,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/internal/harness/devenv"
 	"github.com/rouse-run/rouse/scaler"
 )
 
 // GatewayDaemon runs a gateway with cfg on the platform's Consul; started (may be nil)
 // gets it once it listens, for callers that watch its route table.
-func GatewayDaemon(cfg gateway.Config, started func(*gateway.Gateway)) Daemon {
-	return Daemon{Name: "gateway", Start: func(_ context.Context, p Platform) (func(context.Context) error, map[string]string, error) {
+func GatewayDaemon(cfg gateway.Config, started func(*gateway.Gateway)) devenv.Daemon {
+	return devenv.Daemon{Name: "gateway", Start: func(_ context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
 		cfg.Consul = p.Consul
 		g, err := gateway.New(cfg)
 		if err != nil {
@@ -26,8 +31,8 @@ func GatewayDaemon(cfg gateway.Config, started func(*gateway.Gateway)) Daemon {
 }
 
 // ScalerDaemon runs a scaler with cfg on the platform's Nomad and Consul.
-func ScalerDaemon(cfg scaler.Config, started func(*scaler.Scaler)) Daemon {
-	return Daemon{Name: "scaler", Start: func(_ context.Context, p Platform) (func(context.Context) error, map[string]string, error) {
+func ScalerDaemon(cfg scaler.Config, started func(*scaler.Scaler)) devenv.Daemon {
+	return devenv.Daemon{Name: "scaler", Start: func(_ context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
 		cfg.Nomad, cfg.Consul = p.Nomad, p.Consul
 		s, err := scaler.New(cfg)
 		if err != nil {

@@ -25,8 +25,8 @@ const (
 // Binaries are the agent executables to run.
 type Binaries struct{ Nomad, Consul string }
 
-// errMissingHint says how to get the agents.
-var errMissingHint = "run `make tools` (builds pinned Nomad " + NomadVersion + " and Consul " + ConsulVersion + " into bin/), or put nomad and consul on PATH"
+// missingHint says how to get the agents.
+const missingHint = "run `make tools` (builds pinned Nomad " + NomadVersion + " and Consul " + ConsulVersion + " into bin/), or put nomad and consul on PATH"
 
 // FindBinaries looks in $ROUSE_BIN_DIR, then the bin/ folder of the module that holds the
 // working directory, then PATH.
@@ -58,7 +58,7 @@ func FindBinaries() (Binaries, error) {
 	}
 	if len(missing) > 0 {
 		where := append(append([]string{}, dirs...), "PATH")
-		return b, fmt.Errorf("%s not found (looked in %s): %s", strings.Join(missing, " and "), strings.Join(where, ", "), errMissingHint)
+		return b, fmt.Errorf("%s not found (looked in %s): %s", strings.Join(missing, " and "), strings.Join(where, ", "), missingHint)
 	}
 	return b, nil
 }

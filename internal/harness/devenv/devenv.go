@@ -1,6 +1,7 @@
 // Package devenv is the platform behind `rouse dev`: a Consul and a Nomad dev agent on
-// loopback in a directory it owns, the daemons (gateway, scaler) beside them, an example
-// deployed, and on cancel a teardown that leaves no alloc and no agent behind.
+// loopback in a directory it owns, the daemons the caller hands it beside them (the gateway
+// and scaler, wired in cmd/rouse/devd: this package imports nothing above internal/), an
+// example deployed, and on cancel a teardown that leaves no alloc and no agent behind.
 package devenv
 
 import (
@@ -18,7 +19,7 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 	"go.uber.org/zap"
 
-	"github.com/rouse-run/rouse/internal/agents"
+	"github.com/rouse-run/rouse/internal/harness/agents"
 )
 
 // Platform is what the daemons and the deploy step get: clients of the running agents.

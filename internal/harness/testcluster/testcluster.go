@@ -18,7 +18,8 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
-	"github.com/rouse-run/rouse/internal/agents"
+	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 )
 
 // Options choose what kind of cluster to start.
@@ -173,6 +174,25 @@ func (c *Cluster) GoBuild(pkg string) (string, error) {
 func (c *Cluster) Env() []string {
 	return []string{"NOMAD_ADDR=" + c.NomadAddr, "NOMAD_TOKEN=" + c.NomadToken,
 		"CONSUL_HTTP_ADDR=" + c.ConsulAddr, "CONSUL_HTTP_TOKEN=" + c.ConsulToken}
+}
+
+// WaitPassing waits until Consul has exactly n passing instances of service and returns
+// them.
+func (c *Cluster) WaitPassing(t testing.TB, service string, n int) []*consulapi.ServiceEntry {
+	t.Helper()
+	var got []*consulapi.ServiceEntry
+	poll.Until(t, 90*time.Second, fmt.Sprintf("%d passing instances of %s in Consul", n, service), func() error {
+		es, _, err := c.Consul.Health().Service(service, "", true, nil)
+		if err != nil {
+			return err
+		}
+		got = es
+		if len(es) != n {
+			return fmt.Errorf("%d passing", len(es))
+		}
+		return nil
+	})
+	return got
 }
 
 // PurgeJobs removes every job, between tests that need a clean slate.

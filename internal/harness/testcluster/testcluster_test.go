@@ -2,7 +2,6 @@ package testcluster
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,7 +15,8 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
-	"github.com/rouse-run/rouse/internal/agents"
+	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/harness/poll"
 )
 
 var cluster *Cluster
@@ -36,15 +36,8 @@ func TestRawExecJobLifecycle(t *testing.T) {
 		t.Fatalf("register: %v", err)
 	}
 
-	var addr string
-	waitUntil(t, 60*time.Second, "service passing in Consul", func() bool {
-		es, _, err := cluster.Consul.Health().Service("lifecycle-00001", "", true, nil)
-		if err != nil || len(es) != 1 {
-			return false
-		}
-		addr = fmt.Sprintf("%s:%d", es[0].Service.Address, es[0].Service.Port)
-		return true
-	})
+	es := cluster.WaitPassing(t, "lifecycle-00001", 1)
+	addr := fmt.Sprintf("%s:%d", es[0].Service.Address, es[0].Service.Port)
 	resp, err := http.Get("http://" + addr + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -59,16 +52,19 @@ func TestRawExecJobLifecycle(t *testing.T) {
 	if _, _, err := cluster.Nomad.Jobs().Scale("lifecycle-00001", "app", &zero, "test scale to zero", false, nil, nil); err != nil {
 		t.Fatalf("scale: %v", err)
 	}
-	waitUntil(t, 30*time.Second, "service deregistered from Consul", func() bool {
+	poll.Until(t, 30*time.Second, "service deregistered from Consul", func() error {
 		es, _, err := cluster.Consul.Health().Service("lifecycle-00001", "", false, nil)
-		return err == nil && len(es) == 0
+		if err == nil && len(es) != 0 {
+			err = fmt.Errorf("%d instances listed", len(es))
+		}
+		return err
 	})
 	if _, err := http.Get("http://" + addr + "/"); err == nil {
 		// The process must be gone once the alloc stopped.
-		waitUntil(t, 15*time.Second, "process stopped", func() bool {
+		poll.Until(t, 15*time.Second, "process stopped", poll.True(func() bool {
 			_, err := http.Get("http://" + addr + "/")
 			return err != nil
-		})
+		}))
 	}
 }
 
@@ -134,19 +130,6 @@ func helloJob(id, bin string) *nomadapi.Job {
 
 func intp(i int) *int { return &i }
 
-func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	for !ok() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 // Stopping a cluster with a running workload leaves no process and no directory behind.
 func TestStopLeavesNothingBehind(t *testing.T) {
 	c, err := Start(Options{})
@@ -162,10 +145,7 @@ func TestStopLeavesNothingBehind(t *testing.T) {
 		c.Stop()
 		t.Fatal(err)
 	}
-	waitUntil(t, 60*time.Second, "instance running", func() bool {
-		es, _, err := c.Consul.Health().Service("leftover-00001", "", true, nil)
-		return err == nil && len(es) == 1
-	})
+	c.WaitPassing(t, "leftover-00001", 1)
 	c.Stop()
 	if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
 		t.Fatalf("cluster dir %s still there: %v", c.Dir, err)

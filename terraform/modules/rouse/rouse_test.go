@@ -33,8 +33,9 @@ import (
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 
-	"github.com/rouse-run/rouse/internal/agents"
-	"github.com/rouse-run/rouse/internal/testcluster"
+	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/harness/poll"
+	"github.com/rouse-run/rouse/internal/harness/testcluster"
 )
 
 var cluster *testcluster.Cluster
@@ -46,6 +47,9 @@ func TestMain(m *testing.M) {
 func TestModuleDeploysRouseThatServesAndScalesHello(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
+	// within keeps every wait inside the test's own six minutes.
+	deadline, _ := ctx.Deadline()
+	within := func(d time.Duration) time.Duration { return min(d, time.Until(deadline)) }
 
 	rouseBin, err := cluster.GoBuild("./cmd/rouse")
 	if err != nil {
@@ -119,25 +123,28 @@ func TestModuleDeploysRouseThatServesAndScalesHello(t *testing.T) {
 
 	// The gateway runs as a system job on the one node, registers itself in Consul with its
 	// own token (service rouse-gateway) and Nomad registers its public port.
-	waitFor(ctx, t, 90*time.Second, "gateway allocation running", func() (bool, string) {
+	poll.Until(t, within(90*time.Second), "gateway allocation running", func() error {
 		return allocsRunning(ns, gatewayJob, 1)
 	})
-	waitFor(ctx, t, 60*time.Second, "rouse-gateway passing in Consul", func() (bool, string) {
+	poll.Until(t, within(60*time.Second), "rouse-gateway passing in Consul", func() error {
 		return passing("rouse-gateway", 1)
 	})
-	waitFor(ctx, t, 60*time.Second, gatewayJob+"-http passing in Consul", func() (bool, string) {
+	poll.Until(t, within(60*time.Second), gatewayJob+"-http passing in Consul", func() error {
 		return passing(gatewayJob+"-http", 1)
 	})
 	// Two scalers, one holding the leader lock: session + key write work with its token.
-	waitFor(ctx, t, 90*time.Second, "2 scaler allocations running", func() (bool, string) {
+	poll.Until(t, within(90*time.Second), "2 scaler allocations running", func() error {
 		return allocsRunning(ns, scalerJob, 2)
 	})
-	waitFor(ctx, t, 60*time.Second, "the scaler leader lock held", func() (bool, string) {
+	poll.Until(t, within(60*time.Second), "the scaler leader lock held", func() error {
 		kv, _, err := cluster.Consul.KV().Get("rouse/scaler/leader", nil)
 		if err != nil || kv == nil {
-			return false, fmt.Sprint("no key yet, err=", err)
+			return fmt.Errorf("no key yet, err=%v", err)
 		}
-		return kv.Session != "", fmt.Sprintf("value %q session %q", kv.Value, kv.Session)
+		if kv.Session == "" {
+			return fmt.Errorf("value %q session %q", kv.Value, kv.Session)
+		}
+		return nil
 	})
 
 	// A revision of examples/hello that may scale to zero quickly.
@@ -173,44 +180,52 @@ func TestModuleDeploysRouseThatServesAndScalesHello(t *testing.T) {
 		t.Fatalf("rouse apply: %v\n%s", err, out)
 	}
 
-	get := func() (bool, string) {
+	get := func() error {
 		req, _ := http.NewRequestWithContext(ctx, "GET", "http://127.0.0.1:"+strconv.Itoa(publicPort)+"/", nil)
 		req.Host = "hello." + ns + ".localhost"
 		cl := &http.Client{Timeout: 30 * time.Second}
 		resp, err := cl.Do(req)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == 200 && strings.TrimSpace(string(body)) == "Hello terraform!",
-			fmt.Sprintf("%d %q", resp.StatusCode, body)
+		if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "Hello terraform!" {
+			return fmt.Errorf("%d %q", resp.StatusCode, body)
+		}
+		return nil
 	}
-	waitFor(ctx, t, 30*time.Second, "hello answering through the gateway", get)
+	poll.Until(t, within(30*time.Second), "hello answering through the gateway", get)
 
 	// The scaler may scale revision jobs (its policy, through its workload identity): with
 	// no traffic it takes hello to zero, and the next request wakes it again.
-	waitFor(ctx, t, 90*time.Second, "the scaler scaling hello to zero", func() (bool, string) {
+	poll.Until(t, within(90*time.Second), "the scaler scaling hello to zero", func() error {
 		job, _, err := cluster.Nomad.Jobs().Info("hello-00001", &nomadapi.QueryOptions{Namespace: ns})
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		return *job.TaskGroups[0].Count == 0, fmt.Sprintf("count %d", *job.TaskGroups[0].Count)
+		if c := *job.TaskGroups[0].Count; c != 0 {
+			return fmt.Errorf("count %d", c)
+		}
+		return nil
 	})
 	// Only once no instance is left is the next request a real cold start.
-	waitFor(ctx, t, 60*time.Second, "hello's last instance gone", func() (bool, string) {
-		if ok, got := allocsRunning(ns, "hello-00001", 0); !ok {
-			return false, got
+	poll.Until(t, within(60*time.Second), "hello's last instance gone", func() error {
+		if err := allocsRunning(ns, "hello-00001", 0); err != nil {
+			return err
 		}
 		es, _, err := cluster.Consul.Health().Service("hello-00001", "", false, nil)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		return len(es) == 0, fmt.Sprintf("%d instances in Consul", len(es))
+		if len(es) != 0 {
+			return fmt.Errorf("%d instances in Consul", len(es))
+		}
+		return nil
 	})
 	start := time.Now()
-	if ok, got := get(); !ok {
-		t.Fatalf("request to a revision at zero: got %s, want 200 \"Hello terraform!\"", got)
+	if err := get(); err != nil {
+		t.Fatalf("request to a revision at zero: got %v, want 200 \"Hello terraform!\"", err)
 	}
 	t.Logf("woke hello from zero through the gateway and scaler in %s", time.Since(start).Round(time.Millisecond))
 	job, _, err := cluster.Nomad.Jobs().Info("hello-00001", &nomadapi.QueryOptions{Namespace: ns})
@@ -434,28 +449,11 @@ func consulToken(t *testing.T, name, rulesFile string) string {
 
 // --- Polling -------------------------------------------------------------------------------
 
-func waitFor(ctx context.Context, t *testing.T, d time.Duration, what string, ok func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		done, last := ok()
-		if done {
-			return
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", d, what, last)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
-func allocsRunning(ns, job string, n int) (bool, string) {
+// allocsRunning is nil once exactly n of the job's allocations run.
+func allocsRunning(ns, job string, n int) error {
 	allocs, _, err := cluster.Nomad.Jobs().Allocations(job, false, &nomadapi.QueryOptions{Namespace: ns})
 	if err != nil {
-		return false, err.Error()
+		return err
 	}
 	running, states := 0, []string{}
 	for _, a := range allocs {
@@ -464,15 +462,22 @@ func allocsRunning(ns, job string, n int) (bool, string) {
 		}
 		states = append(states, a.ClientStatus)
 	}
-	return running == n, fmt.Sprintf("allocations %v", states)
+	if running != n {
+		return fmt.Errorf("allocations %v", states)
+	}
+	return nil
 }
 
-func passing(service string, n int) (bool, string) {
+// passing is nil once exactly n instances of service pass their checks.
+func passing(service string, n int) error {
 	es, _, err := cluster.Consul.Health().Service(service, "", true, nil)
 	if err != nil {
-		return false, err.Error()
+		return err
 	}
-	return len(es) == n, fmt.Sprintf("%d passing", len(es))
+	if len(es) != n {
+		return fmt.Errorf("%d passing", len(es))
+	}
+	return nil
 }
 
 // dumpTaskLogs prints the tail of every task's stderr and stdout of a job, for failures.
