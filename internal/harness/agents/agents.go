@@ -81,6 +81,21 @@ func ModuleRoot() (string, error) {
 	}
 }
 
+// retryBind starts an agent again, on new ports, while it fails because a port FreePorts
+// gave it was taken before it bound it (by another test package's agent, or as the
+// ephemeral port of some outgoing connection): seen in CI as Consul's "bind: address
+// already in use".
+func retryBind[T any](start func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for range 3 {
+		if v, err = start(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			return v, err
+		}
+	}
+	return v, err
+}
+
 // FreePorts returns n distinct loopback TCP ports that were free a moment ago.
 func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)

@@ -37,6 +37,10 @@ func (c *Consul) Client() (*consulapi.Client, error) {
 
 // StartConsul starts `consul agent -dev` on loopback and waits until it has a leader.
 func StartConsul(ctx context.Context, o ConsulOptions) (*Consul, error) {
+	return retryBind(func() (*Consul, error) { return startConsul(ctx, o) })
+}
+
+func startConsul(ctx context.Context, o ConsulOptions) (*Consul, error) {
 	ports, err := FreePorts(4)
 	if err != nil {
 		return nil, err

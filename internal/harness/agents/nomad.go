@@ -48,6 +48,10 @@ func (n *Nomad) Client() (*nomadapi.Client, error) {
 // fingerprinters denied (they hang a dev client on machines without metadata services),
 // and waits until its node is ready with raw_exec healthy.
 func StartNomad(ctx context.Context, o NomadOptions) (*Nomad, error) {
+	return retryBind(func() (*Nomad, error) { return startNomad(ctx, o) })
+}
+
+func startNomad(ctx context.Context, o NomadOptions) (*Nomad, error) {
 	ports, err := FreePorts(3)
 	if err != nil {
 		return nil, err
