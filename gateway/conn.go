@@ -50,6 +50,7 @@ type conn struct {
 	remote *connAddr
 	proto  string // X-Forwarded-Proto
 	req    http1.Request
+	parsed bool // req holds the current request, well-formed
 	resp   http1.Response
 	// idleAt is when the last response ended: the next idle deadline is counted from it
 	// rather than from another clock read.
@@ -80,7 +81,7 @@ func (g *Gateway) serve(ln net.Listener) error {
 			return err
 		}
 		if g.conns.n.Load() >= int64(g.cfg.MaxConns) {
-			_, _ = c.Write(http1.AppendAnswer(nil, 503, "rouse: too many open connections\n", true))
+			_, _ = c.Write(http1.AppendAnswer(nil, 503, "rouse: too many open connections\n", true, false))
 			c.Close()
 			continue
 		}
@@ -161,10 +162,13 @@ func (c *conn) serve() {
 			return // drain began while it waited
 		}
 		if n < 0 {
+			c.parsed, c.req.Method = false, nil // no head was parsed: nothing to log
 			c.answer(nil, g.clk.Now(), nil, http1.ErrHeadTooLarge, 0, true)
+			c.linger()
 			return
 		}
 		if !c.exchange(n) {
+			c.linger()
 			return
 		}
 		if g.draining.Load() || !c.state.CompareAndSwap(connActive, connIdle) {
@@ -230,6 +234,30 @@ func (c *conn) readHead() (int, bool) {
 	}
 }
 
+// Lingering close (RFC 9112 §9.6): closing a connection with unread bytes on it makes the
+// kernel send a reset, which can destroy responses already written before the client read
+// them (a pipelined request after a bad one, a body the gateway refused). So the gateway
+// half-closes and reads what still comes, for a bounded time and size, first.
+const (
+	lingerTime  = 500 * time.Millisecond
+	lingerBytes = 256 << 10
+)
+
+func (c *conn) linger() {
+	cw, ok := c.c.(interface{ CloseWrite() error })
+	if !ok || c.g.draining.Load() || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.c.SetReadDeadline(c.g.clk.Now().Add(lingerTime))
+	for total := 0; total < lingerBytes; {
+		n, err := c.c.Read(c.buf)
+		total += n
+		if err != nil {
+			return
+		}
+	}
+}
+
 func (c *conn) setReadDeadline(t time.Time, exact bool) {
 	if !exact {
 		t = t.Add(deadlineSlack) // pushed late, never early
@@ -254,7 +282,7 @@ func (c *conn) pushWriteDeadline() {
 func (c *conn) timedOut() {
 	c.g.metrics.rejected.WithLabelValues(http1.ErrReadTimeout.Reason).Inc()
 	c.pushWriteDeadline()
-	_, _ = c.c.Write(http1.AppendAnswer(c.out[:0], 408, http1.ErrReadTimeout.Msg, true))
+	_, _ = c.c.Write(http1.AppendAnswer(c.out[:0], 408, http1.ErrReadTimeout.Msg, true, false))
 }
 
 // readFull reads until buf[r:] holds n bytes (a head and its small body), moving the

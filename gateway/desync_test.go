@@ -1197,3 +1197,34 @@ func TestDesyncMalformedChunkedRequest(t *testing.T) {
 		}
 	}
 }
+
+// ---- lingering close ----
+
+// A bad request pipelined behind a large response, with more bytes after it: the gateway
+// answers 400 and closes, but not before the client has had the earlier response and the
+// 400 — closing with the client's later bytes unread would reset the connection and drop
+// what was not yet delivered (RFC 9112 §9.6). Found by FuzzPipelineHostile; net/http's
+// server lingers the same way. The client reads slowly, so the large response is still
+// in flight when the gateway reaches the bad request.
+func TestDesyncLingeringClose(t *testing.T) {
+	const big = 2 << 20
+	be := newRecBackend(t, serveEach(func(c *recConn, r *recReq) bool {
+		return c.write(okResponse(strings.Repeat("b", big))) == nil
+	}))
+	g := routeBackend(t, "desync-linger", be, nil)
+	rc := dialRaw(t, g.PublicAddr())
+	junk := strings.Repeat("j", 100<<10)
+	if err := rc.send("GET /big HTTP/1.1\r\nHost: " + host("desync-linger") + "\r\n\r\nBAD\r\n\r\n" + junk); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the scenario: a client that is slow to read
+	if a := rc.read("GET", 10*time.Second); a.err != nil || a.status != 200 || len(a.body) != big {
+		t.Fatalf("the response before the bad request: %d, %d of %d body bytes, %v", a.status, len(a.body), big, a.err)
+	}
+	if a := rc.read("GET", 5*time.Second); a.status != 400 {
+		t.Fatalf("the bad request: %s", a)
+	}
+	if closed, _, _ := rc.waitClose(5 * time.Second); !closed {
+		t.Fatal("the connection stayed open after the 400")
+	}
+}

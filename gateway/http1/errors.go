@@ -63,8 +63,9 @@ func StatusText(code int) string {
 }
 
 // AppendAnswer appends a plain-text answer of the gateway's own. extra are whole
-// header lines with their CRLF (e.g. "Retry-After: 1\r\n").
-func AppendAnswer(dst []byte, status int, msg string, close bool, extra ...[]byte) []byte {
+// header lines with their CRLF (e.g. "Retry-After: 1\r\n"). head: the answer is to a
+// HEAD request, so it has the length of msg but not msg (RFC 9110 §9.3.2).
+func AppendAnswer(dst []byte, status int, msg string, close, head bool, extra ...[]byte) []byte {
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = strconv.AppendInt(dst, int64(status), 10)
 	dst = append(append(dst, ' '), StatusText(status)...)
@@ -78,5 +79,8 @@ func AppendAnswer(dst []byte, status int, msg string, close bool, extra ...[]byt
 		dst = append(dst, "Connection: close\r\n"...)
 	}
 	dst = append(dst, "\r\n"...)
+	if head {
+		return dst
+	}
 	return append(dst, msg...)
 }

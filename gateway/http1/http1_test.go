@@ -311,10 +311,14 @@ func TestRelayResponses(t *testing.T) {
 }
 
 func TestAppendAnswer(t *testing.T) {
-	got := string(AppendAnswer(nil, 503, "busy\n", true, []byte("Retry-After: 1\r\n")))
+	got := string(AppendAnswer(nil, 503, "busy\n", true, false, []byte("Retry-After: 1\r\n")))
 	want := "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n"
 	if got != want {
 		t.Fatalf("%q", got)
+	}
+	// To HEAD: the same head, no body (RFC 9110 §9.3.2).
+	if got := string(AppendAnswer(nil, 503, "busy\n", true, true, []byte("Retry-After: 1\r\n"))); got != strings.TrimSuffix(want, "busy\n") {
+		t.Fatalf("HEAD: %q", got)
 	}
 	if got := string(AppendMillis(nil, 183)); got != "183ms" {
 		t.Fatal(got)
