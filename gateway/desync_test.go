@@ -92,7 +92,7 @@ type recConn struct {
 
 // newRecBackend starts a backend on a loopback port; script serves each connection (the
 // connection is closed when it returns). Everything it started ends with the test.
-func newRecBackend(t *testing.T, script func(*recConn)) *recBackend {
+func newRecBackend(t testing.TB, script func(*recConn)) *recBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -352,7 +352,7 @@ func echoTarget(c *recConn, r *recReq) bool { return c.write(okResponse(r.Target
 // with a passing TTL check (the gateway's endpoint watcher reads health checks, so a
 // service without one is not seen), no Nomad job — starts a gateway (mod may be nil) and
 // waits until it routes to be.
-func routeBackend(t *testing.T, svc string, be *recBackend, mod func(*gateway.Config)) *gateway.Gateway {
+func routeBackend(t testing.TB, svc string, be *recBackend, mod func(*gateway.Config)) *gateway.Gateway {
 	t.Helper()
 	rev := svc + "-00001"
 	cfg := revmeta.Defaults(ns, svc, rev)

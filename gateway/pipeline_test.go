@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -25,13 +24,10 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rouse-run/rouse/gateway"
-	"github.com/rouse-run/rouse/internal/revmeta"
-	"github.com/rouse-run/rouse/internal/store"
 )
 
 // Fuzzed pipelines through a real gateway in front of the recording backend of
@@ -112,66 +108,15 @@ type pipeRig struct {
 func newPipeRig(tb testing.TB, svc string) *pipeRig {
 	tb.Helper()
 	rig := &pipeRig{host: host(svc), logs: &lockedBuffer{}, access: &lockedBuffer{}}
-	rig.be = newRecBackendTB(tb, rig.serve)
+	rig.be = newRecBackend(tb, rig.serve)
 	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
-	g := routeBackendTB(tb, svc, rig.be, func(c *gateway.Config) {
+	g := routeBackend(tb, svc, rig.be, func(c *gateway.Config) {
 		// Not the test's logger: a fuzz function may not log through its *testing.F.
 		c.Logger = zap.New(zapcore.NewCore(enc, rig.logs, zapcore.WarnLevel))
 		c.AccessLog = zap.New(zapcore.NewCore(enc.Clone(), rig.access, zapcore.InfoLevel))
 	})
 	rig.addr = g.PublicAddr()
 	return rig
-}
-
-// newRecBackendTB and routeBackendTB are newRecBackend and routeBackend for a testing.TB:
-// those take a *testing.T, and a fuzz target has only its *testing.F for what must
-// outlive one input (each input's *testing.T runs its cleanups when the input ends).
-func newRecBackendTB(tb testing.TB, script func(*recConn)) *recBackend {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b := &recBackend{ln: ln, script: script, done: make(chan struct{}), conns: map[*recConn]struct{}{}, events: map[string]int{}}
-	b.wg.Add(1)
-	go b.accept()
-	tb.Cleanup(func() {
-		b.stop()
-		b.wg.Wait()
-	})
-	return b
-}
-
-func routeBackendTB(tb testing.TB, svc string, be *recBackend, mod func(*gateway.Config)) *gateway.Gateway {
-	tb.Helper()
-	rev := svc + "-00001"
-	cfg := revmeta.Defaults(ns, svc, rev)
-	cfg.Timeout = 10 * time.Second
-	st := store.New(cluster.Consul)
-	ctx := context.Background()
-	if err := st.PutRevision(ctx, cfg); err != nil {
-		tb.Fatal(err)
-	}
-	id := "pipeline-" + rev
-	agent := cluster.Consul.Agent()
-	err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
-		ID: id, Name: rev, Address: "127.0.0.1", Port: be.port(),
-		Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
-		Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		_ = agent.ServiceDeregister(id)
-		_ = st.DeleteService(ctx, ns, svc)
-		_ = st.DeleteRevision(ctx, ns, rev)
-	})
-	setRoute(tb, svc, store.RouteTarget{Revision: rev, Percent: 100})
-	g := startGateway(tb, mod)
-	tb.Cleanup(be.stop) // runs before the gateway stops: nothing it waits on stays open
-	waitReady(tb, g, rev, 1)
-	return g
 }
 
 // take returns the requests the backend recorded since the last take, and forgets them
