@@ -98,6 +98,8 @@ func TestParseRequest(t *testing.T) {
 		"GET * HTTP/1.1\r\n" + h + "\r\n":                                                           ErrMalformed,
 		"GET http://::0 HTTP/1.1\r\n" + h + "\r\n":                                                  ErrBadHost,
 		"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n":                                                    ErrBadHost,
+		"GET http://[] HTTP/1.1\r\n" + h + "\r\n":                                                   ErrBadHost,
+		"GET / HTTP/1.1\r\nHost: [1.2.3.4]\r\n\r\n":                                                 ErrBadHost,
 		"GET / HTTP/1.1\r\nHost: a:b\r\n\r\n":                                                       ErrBadHost,
 		"CONNECT a:443 HTTP/1.1\r\n" + h + "\r\n":                                                   ErrMethod,
 	}

@@ -1,6 +1,9 @@
 package http1
 
-import "bytes"
+import (
+	"bytes"
+	"net/netip"
+)
 
 // Body is how a message's body is framed (RFC 9112 §6.3).
 type Body uint8
@@ -299,6 +302,9 @@ func ValidHost(h []byte) bool {
 		i := bytes.IndexByte(h, ']')
 		if i < 0 || bytes.IndexByte(h[i+1:], '[') >= 0 || bytes.IndexByte(h[i+1:], ']') >= 0 {
 			return false
+		}
+		if ip, err := netip.ParseAddr(string(h[1:i])); err != nil || !ip.Is6() || ip.Zone() != "" {
+			return false // net/url accepts only an IPv6 address in brackets
 		}
 		port = h[i+1:]
 		if len(port) > 0 && port[0] != ':' {
