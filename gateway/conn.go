@@ -50,7 +50,6 @@ type conn struct {
 	remote *connAddr
 	proto  string // X-Forwarded-Proto
 	req    http1.Request
-	parsed bool // req holds the current request, well-formed
 	resp   http1.Response
 	// idleAt is when the last response ended: the next idle deadline is counted from it
 	// rather than from another clock read.
@@ -162,7 +161,7 @@ func (c *conn) serve() {
 			return // drain began while it waited
 		}
 		if n < 0 {
-			c.parsed, c.req.Method = false, nil // no head was parsed: nothing to log
+			c.req.Method = nil // no head was parsed: not a HEAD, nothing to log
 			c.answer(nil, g.clk.Now(), nil, http1.ErrHeadTooLarge, 0, true)
 			c.linger()
 			return

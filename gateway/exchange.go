@@ -38,14 +38,12 @@ type failure struct {
 func (c *conn) exchange(headLen int) bool {
 	g, req := c.g, &c.req
 	start := g.clk.Now()
-	c.parsed = false
 	if err := http1.ParseRequest(c.buf[c.r:c.r+headLen], req); err != nil {
 		var e *http1.Error
 		errors.As(err, &e)
 		c.answer(nil, start, nil, e, 0, true)
 		return false
 	}
-	c.parsed = true
 	rt := g.routing.Load()
 	if rt == nil {
 		return c.fail(nil, start, 0, failure{503, "1", "starting", "rouse: the gateway has not read its routes from Consul yet\n"})
@@ -330,7 +328,6 @@ func (c *conn) bodyBuffered() bool {
 // answerBodyError answers a request whose body could not be read or forwarded; the
 // connection closes.
 func (c *conn) answerBodyError(rev *revision, start time.Time, cold time.Duration, err error) bool {
-	c.parsed = false // the message as a whole is refused: the answer has its text, then a close
 	var e *http1.Error
 	if !errors.As(err, &e) {
 		if isTimeout(err) {
@@ -348,9 +345,9 @@ func (c *conn) answerBodyError(rev *revision, start time.Time, cold time.Duratio
 	return false
 }
 
-// answer writes an answer of the gateway's own and accounts for it. To a HEAD it has no
-// body; to a request it refused as malformed (head or body) it always has one and the
-// connection closes, as net/http's: the method of a malformed message is not trusted.
+// answer writes an answer of the gateway's own and accounts for it. To a request whose
+// request line says HEAD it has no body, even when the rest of the request is refused:
+// a HEAD client reads nothing after the head, so a body would be its next response.
 func (c *conn) answer(rev *revision, start time.Time, extra []byte, e *http1.Error, cold time.Duration, close bool) {
 	g := c.g
 	lines := [][]byte{extra}
@@ -358,7 +355,7 @@ func (c *conn) answer(rev *revision, start time.Time, extra []byte, e *http1.Err
 	if cold > 0 {
 		lines = append(lines, append(http1.AppendMillis(append(cs[:0], ColdStartHeader+": "...), cold.Milliseconds()), '\r', '\n'))
 	}
-	c.out = http1.AppendAnswer(c.out[:0], e.Status, e.Msg, close, c.parsed && string(c.req.Method) == "HEAD", lines...)
+	c.out = http1.AppendAnswer(c.out[:0], e.Status, e.Msg, close, string(c.req.Method) == "HEAD", lines...)
 	// Counted before the client can read the answer: gauges then never lag it.
 	g.metrics.rejected.WithLabelValues(e.Reason).Inc()
 	d := g.clk.Now().Sub(start)
