@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -135,5 +134,3 @@ func closeWrite(c net.Conn) {
 	}
 	_ = c.Close()
 }
-
-var _ io.Writer = (*upstream.Conn)(nil)
