@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -346,8 +347,9 @@ func (c *conn) answerBodyError(rev *revision, start time.Time, cold time.Duratio
 }
 
 // answer writes an answer of the gateway's own and accounts for it. To a request whose
-// request line says HEAD it has no body, even when the rest of the request is refused:
-// a HEAD client reads nothing after the head, so a body would be its next response.
+// request line says HEAD it has no body, even when the rest of the request is refused
+// (malformed, too large): a HEAD client reads nothing after the head, so a body would be
+// its next response.
 func (c *conn) answer(rev *revision, start time.Time, extra []byte, e *http1.Error, cold time.Duration, close bool) {
 	g := c.g
 	lines := [][]byte{extra}
@@ -355,7 +357,7 @@ func (c *conn) answer(rev *revision, start time.Time, extra []byte, e *http1.Err
 	if cold > 0 {
 		lines = append(lines, append(http1.AppendMillis(append(cs[:0], ColdStartHeader+": "...), cold.Milliseconds()), '\r', '\n'))
 	}
-	c.out = http1.AppendAnswer(c.out[:0], e.Status, e.Msg, close, string(c.req.Method) == "HEAD", lines...)
+	c.out = http1.AppendAnswer(c.out[:0], e.Status, e.Msg, close, c.headRequest(), lines...)
 	// Counted before the client can read the answer: gauges then never lag it.
 	g.metrics.rejected.WithLabelValues(e.Reason).Inc()
 	d := g.clk.Now().Sub(start)
@@ -368,6 +370,13 @@ func (c *conn) answer(rev *revision, start time.Time, extra []byte, e *http1.Err
 		g.logAccess(&c.req, c.remote, rev, nil, e.Status, int64(len(e.Msg)), d, cold, werr)
 	}
 	c.idleAt = g.clk.Now()
+}
+
+// headRequest reports whether the request at buf[r:] starts with a CRLF-ended line
+// "HEAD …", as ParseRequest reads a method (and whether or not the rest parses).
+func (c *conn) headRequest() bool {
+	line, _, ok := bytes.Cut(c.buf[c.r:c.w], []byte("\n"))
+	return ok && bytes.HasPrefix(line, []byte("HEAD ")) && bytes.HasSuffix(line, []byte("\r"))
 }
 
 func idempotent(m []byte) bool {
