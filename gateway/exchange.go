@@ -346,10 +346,10 @@ func (c *conn) answerBodyError(rev *revision, start time.Time, cold time.Duratio
 	return false
 }
 
-// answer writes an answer of the gateway's own and accounts for it. To a request whose
-// request line says HEAD it has no body, even when the rest of the request is refused
-// (malformed, too large): a HEAD client reads nothing after the head, so a body would be
-// its next response.
+// answer writes an answer of the gateway's own and accounts for it. To a request that
+// starts "HEAD " it has no body, even when the rest of the request is refused (malformed,
+// too large): a HEAD client reads nothing after the head, so a body would be its next
+// response.
 func (c *conn) answer(rev *revision, start time.Time, extra []byte, e *http1.Error, cold time.Duration, close bool) {
 	g := c.g
 	lines := [][]byte{extra}
@@ -372,11 +372,10 @@ func (c *conn) answer(rev *revision, start time.Time, extra []byte, e *http1.Err
 	c.idleAt = g.clk.Now()
 }
 
-// headRequest reports whether the request at buf[r:] starts with a CRLF-ended line
-// "HEAD …", as ParseRequest reads a method (and whether or not the rest parses).
+// headRequest reports whether the request at buf[r:] starts "HEAD ": whatever else is
+// wrong with it, its client reads no body after an answer's head.
 func (c *conn) headRequest() bool {
-	line, _, ok := bytes.Cut(c.buf[c.r:c.w], []byte("\n"))
-	return ok && bytes.HasPrefix(line, []byte("HEAD ")) && bytes.HasSuffix(line, []byte("\r"))
+	return bytes.HasPrefix(c.buf[c.r:c.w], []byte("HEAD "))
 }
 
 func idempotent(m []byte) bool {
