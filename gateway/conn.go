@@ -162,7 +162,7 @@ func (c *conn) serve() {
 		}
 		if n < 0 {
 			c.req.Method = nil // no head was parsed: not a HEAD, nothing to log
-			c.answer(nil, g.clk.Now(), nil, http1.ErrHeadTooLarge, 0, true)
+			c.answer(nil, g.clk.Now(), http1.ErrHeadTooLarge, "", 0, true)
 			c.linger()
 			return
 		}

@@ -26,12 +26,11 @@ const (
 	ColdStartHeader = "X-Rouse-Cold-Start"
 )
 
-// failure is an answer of the gateway's own for a request it could not forward.
+// failure is an answer of the gateway's own for a request it could not forward, with
+// the Retry-After it tells the client ("" for none).
 type failure struct {
-	status     int
+	*http1.Error
 	retryAfter string
-	reason     string
-	msg        string
 }
 
 // exchange serves the request whose head is buf[r:r+headLen] and reports whether the
@@ -42,25 +41,25 @@ func (c *conn) exchange(headLen int) bool {
 	if err := http1.ParseRequest(c.buf[c.r:c.r+headLen], req); err != nil {
 		var e *http1.Error
 		errors.As(err, &e)
-		c.answer(nil, start, nil, e, 0, true)
+		c.answer(nil, start, e, "", 0, true)
 		return false
 	}
 	rt := g.routing.Load()
 	if rt == nil {
-		return c.fail(nil, start, 0, failure{503, "1", "starting", "rouse: the gateway has not read its routes from Consul yet\n"})
+		return c.fail(nil, start, 0, failure{&http1.Error{Status: 503, Reason: "starting", Msg: "rouse: the gateway has not read its routes from Consul yet\n"}, "1"})
 	}
 	route := rt.tbl.Lookup(req.Host)
 	if route == nil {
 		g.metrics.unknownHost.Inc()
-		return c.fail(nil, start, 0, failure{404, "", "unknown_host", "rouse: no service for host " + strconv.Quote(string(req.Host)) + "\n"})
+		return c.fail(nil, start, 0, failure{&http1.Error{Status: 404, Reason: "unknown_host", Msg: "rouse: no service for host " + strconv.Quote(string(req.Host)) + "\n"}, ""})
 	}
 	tgt := route.Pick(rand.Uint32())
 	if tgt == nil {
-		return c.fail(nil, start, 0, failure{503, "", "no_target", "rouse: service " + route.Namespace + "/" + route.Service + " has no revision with a traffic share\n"})
+		return c.fail(nil, start, 0, failure{&http1.Error{Status: 503, Reason: "no_target", Msg: "rouse: service " + route.Namespace + "/" + route.Service + " has no revision with a traffic share\n"}, ""})
 	}
 	rev := rt.revs[tgt.Index]
 	if g.cfg.MaxBodyBytes > 0 && req.Body == http1.Length && req.Length > g.cfg.MaxBodyBytes {
-		c.answer(rev, start, nil, http1.ErrBodyTooLarge, 0, true)
+		c.answer(rev, start, http1.ErrBodyTooLarge, "", 0, true)
 		return false
 	}
 	if req.Body == http1.Length && req.Length <= prefetchBytes && !req.Expect100 {
@@ -164,9 +163,9 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 
 func upstreamFailure(rev *revision, err error) failure {
 	if isTimeout(err) {
-		return failure{504, "", "timeout", "rouse: revision " + rev.name + " did not answer within its timeout of " + rev.timeout().String() + "\n"}
+		return failure{&http1.Error{Status: 504, Reason: "timeout", Msg: "rouse: revision " + rev.name + " did not answer within its timeout of " + rev.timeout().String() + "\n"}, ""}
 	}
-	return failure{502, "", "upstream_error", "rouse: revision " + rev.name + " instance failed: " + err.Error() + "\n"}
+	return failure{&http1.Error{Status: 502, Reason: "upstream_error", Msg: "rouse: revision " + rev.name + " instance failed: " + err.Error() + "\n"}, ""}
 }
 
 // relay writes the instance's response to the client: the head without hop-by-hop
@@ -184,7 +183,7 @@ func (c *conn) relay(rev *revision, in *balance.Instance[*backend], uc *upstream
 	var cs [48]byte
 	var extra [][]byte
 	if cold > 0 {
-		extra = append(extra, append(http1.AppendMillis(append(cs[:0], ColdStartHeader+": "...), cold.Milliseconds()), '\r', '\n'))
+		extra = append(extra, coldStartLine(cs[:0], cold))
 	}
 	out := http1.AppendResponseHead(c.out[:0], rhead, resp, closeClient, req.Minor == 0 && !closeClient && req.KeepAlive10, extra...)
 	bytesOut, werr, complete := c.relayBody(uc, out, dechunk)
@@ -299,14 +298,9 @@ func (c *conn) consume(b *reqBody) {
 // fail answers f for a request that was not forwarded; the request's body (if any) is
 // unread, so the connection closes unless the body was all here.
 func (c *conn) fail(rev *revision, start time.Time, cold time.Duration, f failure) bool {
-	e := http1.Error{Status: f.status, Reason: f.reason, Msg: f.msg}
-	var ra []byte
-	if f.retryAfter != "" {
-		ra = []byte("Retry-After: " + f.retryAfter + "\r\n")
-	}
 	req := &c.req
 	close := req.Close || !c.bodyBuffered()
-	c.answer(rev, start, ra, &e, cold, close)
+	c.answer(rev, start, f.Error, f.retryAfter, cold, close)
 	if !close {
 		c.r += req.HeadLen + int(req.Length)
 	}
@@ -334,15 +328,14 @@ func (c *conn) answerBodyError(rev *revision, start time.Time, cold time.Duratio
 		if isTimeout(err) {
 			e = http1.ErrReadTimeout
 		} else {
-			// the client went away mid-body, or the instance stopped reading it
-			e = &http1.Error{Status: 502, Reason: "upstream_error", Msg: "rouse: revision " + rev.name + " instance failed: " + err.Error() + "\n"}
 			if errors.Is(err, errClientBody) {
 				c.g.metrics.rejected.WithLabelValues("client_gone").Inc()
 				return false
 			}
+			e = upstreamFailure(rev, err).Error // the instance stopped reading the body
 		}
 	}
-	c.answer(rev, start, nil, e, cold, true)
+	c.answer(rev, start, e, "", cold, true)
 	return false
 }
 
@@ -350,12 +343,15 @@ func (c *conn) answerBodyError(rev *revision, start time.Time, cold time.Duratio
 // starts "HEAD " it has no body, even when the rest of the request is refused (malformed,
 // too large): a HEAD client reads nothing after the head, so a body would be its next
 // response.
-func (c *conn) answer(rev *revision, start time.Time, extra []byte, e *http1.Error, cold time.Duration, close bool) {
+func (c *conn) answer(rev *revision, start time.Time, e *http1.Error, retryAfter string, cold time.Duration, close bool) {
 	g := c.g
-	lines := [][]byte{extra}
+	var lines [][]byte
+	if retryAfter != "" {
+		lines = append(lines, []byte("Retry-After: "+retryAfter+"\r\n"))
+	}
 	var cs [48]byte
 	if cold > 0 {
-		lines = append(lines, append(http1.AppendMillis(append(cs[:0], ColdStartHeader+": "...), cold.Milliseconds()), '\r', '\n'))
+		lines = append(lines, coldStartLine(cs[:0], cold))
 	}
 	c.out = http1.AppendAnswer(c.out[:0], e.Status, e.Msg, close, c.headRequest(), lines...)
 	// Counted before the client can read the answer: gauges then never lag it.
@@ -370,6 +366,12 @@ func (c *conn) answer(rev *revision, start time.Time, extra []byte, e *http1.Err
 		g.logAccess(&c.req, c.remote, rev, nil, e.Status, int64(len(e.Msg)), d, cold, werr)
 	}
 	c.idleAt = g.clk.Now()
+}
+
+// coldStartLine appends the header line that tells a client how long its request waited
+// for a cold start.
+func coldStartLine(dst []byte, cold time.Duration) []byte {
+	return append(http1.AppendMillis(append(dst, ColdStartHeader+": "...), cold.Milliseconds()), '\r', '\n')
 }
 
 // headRequest reports whether the request at buf[r:] starts "HEAD ": whatever else is

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/rouse-run/rouse/gateway/balance"
+	"github.com/rouse-run/rouse/gateway/http1"
 )
 
 // acquire gets a slot on an instance of rev: at once when one is free, else by holding
@@ -15,7 +16,7 @@ func (g *Gateway) acquire(rev *revision, start, deadline time.Time) (*balance.In
 	}
 	in, w, held, err := rev.pool.Acquire()
 	if err != nil {
-		return nil, 0, &failure{503, "1", "overflow", "rouse: revision " + rev.name + " is at capacity: every instance is busy and the queue is full\n"}
+		return nil, 0, &failure{&http1.Error{Status: 503, Reason: "overflow", Msg: "rouse: revision " + rev.name + " is at capacity: every instance is busy and the queue is full\n"}, "1"}
 	}
 	if in != nil {
 		return in, 0, nil
@@ -45,12 +46,11 @@ func (g *Gateway) acquire(rev *revision, start, deadline time.Time) (*balance.In
 		_, _, ready := rev.pool.Stats()
 		switch {
 		case rev.isRetired():
-			return nil, 0, &failure{503, "1", "retired", "rouse: revision " + rev.name + " is no longer routed\n"}
+			return nil, 0, &failure{&http1.Error{Status: 503, Reason: "retired", Msg: "rouse: revision " + rev.name + " is no longer routed\n"}, "1"}
 		case w.Held && ready == 0:
-			return nil, 0, &failure{503, "10", "activation_timeout",
-				"rouse: revision " + rev.name + " could not be started: no instance became ready within " + rev.activationTimeout().String() + "\n"}
+			return nil, 0, &failure{&http1.Error{Status: 503, Reason: "activation_timeout", Msg: "rouse: revision " + rev.name + " could not be started: no instance became ready within " + rev.activationTimeout().String() + "\n"}, "10"}
 		default:
-			return nil, 0, &failure{504, "", "queue_timeout", "rouse: revision " + rev.name + " had no free instance within its timeout of " + rev.timeout().String() + "\n"}
+			return nil, 0, &failure{&http1.Error{Status: 504, Reason: "queue_timeout", Msg: "rouse: revision " + rev.name + " had no free instance within its timeout of " + rev.timeout().String() + "\n"}, ""}
 		}
 	}
 	var cold time.Duration

@@ -23,7 +23,7 @@ var errUpgradeBody = &http1.Error{Status: 400, Reason: "malformed", Msg: "rouse:
 func (c *conn) tunnel(rev *revision, start time.Time, headLen int) bool {
 	g, req := c.g, &c.req
 	if !c.bodyBuffered() {
-		c.answer(rev, start, nil, errUpgradeBody, 0, true)
+		c.answer(rev, start, errUpgradeBody, "", 0, true)
 		return false
 	}
 	deadline := start.Add(rev.timeout())
@@ -35,7 +35,7 @@ func (c *conn) tunnel(rev *revision, start time.Time, headLen int) bool {
 	if err != nil {
 		rev.pool.Release(in)
 		rev.markDown(in)
-		return c.fail(rev, start, cold, failure{502, "", "upstream_error", "rouse: revision " + rev.name + " instance refused the upgrade: " + err.Error() + "\n"})
+		return c.fail(rev, start, cold, failure{&http1.Error{Status: 502, Reason: "upstream_error", Msg: "rouse: revision " + rev.name + " instance refused the upgrade: " + err.Error() + "\n"}, ""})
 	}
 	head := c.buf[c.r : c.r+headLen]
 	out := http1.AppendRequestHead(c.out[:0], head, req, http1.Forwarded{ClientIP: c.ip, Proto: c.proto, Trust: g.cfg.TrustForwarded}, true)
