@@ -84,6 +84,18 @@ func trimOWS(b []byte) []byte {
 	return b
 }
 
+// startLine checks that head ends with the blank line and that its first line ends in
+// CRLF; fields is head without the blank line (each line keeps its CRLF), and
+// fields[:eol-1] is the first line.
+func startLine(head []byte) (fields []byte, eol int, ok bool) {
+	if len(head) < 4 || !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+		return nil, 0, false
+	}
+	fields = head[:len(head)-2]
+	eol = bytes.IndexByte(fields, '\n')
+	return fields, eol, eol >= 1 && fields[eol-1] == '\r'
+}
+
 // field splits the header line at head[off:] and returns the offset of the next line.
 // head ends with the CRLF of its last field line (the blank line is not part of it).
 // ok is false for anything but `token ":" OWS value OWS CRLF` with a valid value: a

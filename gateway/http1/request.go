@@ -60,12 +60,8 @@ type Request struct {
 // well-formed and its framing unambiguous; otherwise the *Error says how to answer.
 func ParseRequest(head []byte, req *Request) error {
 	*req = Request{Keep: req.Keep[:0], XFF: req.XFF[:0], named: req.named[:0], HeadLen: len(head)}
-	if len(head) < 4 || !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
-		return ErrMalformed
-	}
-	fields := head[:len(head)-2] // each field line keeps its CRLF
-	eol := bytes.IndexByte(fields, '\n')
-	if eol < 1 || fields[eol-1] != '\r' {
+	fields, eol, ok := startLine(head)
+	if !ok {
 		return ErrMalformed
 	}
 	if err := req.requestLine(fields[:eol-1]); err != nil {

@@ -31,12 +31,8 @@ type Response struct {
 // request with the given method, into resp (its slices reused). Any error is ErrUpstream.
 func ParseResponse(head, method []byte, resp *Response) error {
 	*resp = Response{Drop: resp.Drop[:0], named: resp.named[:0], cls: resp.cls[:0], tes: resp.tes[:0], HeadLen: len(head)}
-	if len(head) < 4 || !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
-		return ErrUpstream
-	}
-	fields := head[:len(head)-2]
-	eol := bytes.IndexByte(fields, '\n')
-	if eol < 1 || fields[eol-1] != '\r' {
+	fields, eol, ok := startLine(head)
+	if !ok {
 		return ErrUpstream
 	}
 	line := fields[:eol-1]
