@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"net"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,11 +13,19 @@ import (
 // Probing schedule for a registered-but-not-yet-passing instance of a revision with
 // waiting requests: fast at first (an app answers ~150 ms after scale-up, its Consul
 // check may pass only after ~900 ms), then slower for an app that is slow to start.
+//
+// Attempts are hedged: a new one starts every interval while earlier ones are still out
+// (up to probeHedge per instance), and the first 2xx wins. One silent connection must not
+// hold the wake for probeTimeout: docker's userland proxy accepts a connection to a
+// published port at once, then dials the container, and a dial made before the
+// container's network is up loses its SYN and waits the 1 s retransmission — a serial
+// prober woke every container revision in 1.1 s, a fresh connection a few ms later answers.
 const (
 	probeFast       = 5 * time.Millisecond
 	probeFastFor    = 3 * time.Second
 	probeSlow       = 100 * time.Millisecond
 	probeTimeout    = time.Second
+	probeHedge      = 4
 	probeDefaultURI = "/"
 )
 
@@ -41,10 +48,21 @@ func (r *revision) maybeProbe() {
 	r.mu.Unlock()
 }
 
+// probeResult is one finished attempt.
+type probeResult struct {
+	b  *backend
+	ok bool
+}
+
 // probeLoop probes the candidates until one answers (it becomes routable and the pool
 // releases the waiters), none is left, or nobody waits any more.
 func (r *revision) probeLoop() {
 	start := r.g.clk.Now()
+	// Attempts still out when the loop ends report into done's select and go away.
+	done := make(chan struct{})
+	defer close(done)
+	results := make(chan probeResult)
+	out := map[*backend]int{} // attempts in flight per instance
 	for {
 		r.mu.Lock()
 		cands := append([]*balance.Instance[*backend](nil), r.candidates...)
@@ -60,21 +78,48 @@ func (r *revision) probeLoop() {
 		}
 		r.mu.Unlock()
 
-		var wg sync.WaitGroup
-		var okMu sync.Mutex
-		var ok []*backend
 		for i, c := range cands {
-			wg.Add(1)
+			b := c.Backend
+			if out[b] >= probeHedge {
+				continue
+			}
+			out[b]++
 			go func() {
-				defer wg.Done()
-				if r.g.probe(c.Backend, paths[i]) {
-					okMu.Lock()
-					ok = append(ok, c.Backend)
-					okMu.Unlock()
+				ok := r.g.probe(b, paths[i])
+				select {
+				case results <- probeResult{b, ok}:
+				case <-done:
 				}
 			}()
 		}
-		wg.Wait()
+
+		wait := probeFast
+		if r.g.clk.Now().Sub(start) > probeFastFor {
+			wait = probeSlow
+		}
+		t := r.g.clk.NewTimer(wait)
+		var ok []*backend
+	collect:
+		for {
+			select {
+			case res := <-results:
+				out[res.b]--
+				if res.ok {
+					ok = append(ok, res.b)
+					break collect
+				}
+				r.g.metrics.probes.WithLabelValues("not_ready").Inc()
+			case <-t.C():
+				break collect
+			case <-r.g.drainHard: // held requests give up: nobody waits for a probe
+				t.Stop()
+				r.mu.Lock()
+				r.probing = false
+				r.mu.Unlock()
+				return
+			}
+		}
+		t.Stop()
 		if len(ok) > 0 {
 			for _, b := range ok {
 				b.probedOK.Store(true)
@@ -88,17 +133,6 @@ func (r *revision) probeLoop() {
 			r.maybeProbeLocked()
 			r.mu.Unlock()
 			return
-		}
-		r.g.metrics.probes.WithLabelValues("not_ready").Add(float64(len(cands)))
-		wait := probeFast
-		if r.g.clk.Now().Sub(start) > probeFastFor {
-			wait = probeSlow
-		}
-		t := r.g.clk.NewTimer(wait)
-		select {
-		case <-t.C():
-		case <-r.g.drainHard:
-			t.Stop()
 		}
 	}
 }
