@@ -6,7 +6,7 @@ GO                  ?= go
 BIN                 := $(CURDIR)/bin
 export PATH         := $(BIN):$(PATH)
 
-.PHONY: all build examples tools dev test test-race vet lint fmt-check fuzz bench-deps bench-gateway bench-load bench-scaler clean
+.PHONY: all build examples tools docker dev dev-image test test-race vet lint fmt-check fuzz bench-deps bench-gateway bench-load bench-scaler clean
 
 all: build
 
@@ -16,6 +16,11 @@ tools:
 	@tools/ensure.sh nomad $(NOMAD_VERSION)
 	@tools/ensure.sh staticcheck $(STATICCHECK_VERSION)
 
+## docker: a Docker engine answering on /var/run/docker.sock and docker-registry (installs
+## docker.io and docker-registry from Debian and starts dockerd when missing; instant otherwise)
+docker:
+	@tools/docker.sh
+
 ## build: the rouse binary
 build:
 	$(GO) build -o $(BIN)/rouse ./cmd/rouse
@@ -24,13 +29,21 @@ build:
 dev: tools build examples
 	$(BIN)/rouse dev -f examples/hello/service.hcl -var bin=$(BIN)
 
+## dev-image: like dev, with examples/hello run as a container image: builds it statically,
+## pushes it to a registry in .dev-registry/ and applies examples/hello/image.hcl;
+## DEV_ARGS go to `rouse dev` (e.g. DEV_ARGS='--listen 127.0.0.1:18080')
+DEV_ARGS ?=
+dev-image: docker tools build
+	$(GO) build -o $(BIN)/image ./examples/image
+	$(BIN)/image dev -rouse $(BIN)/rouse -- $(DEV_ARGS)
+
 ## examples: the example apps' binaries, into bin/
 examples:
 	$(GO) build -o $(BIN)/hello ./examples/hello
 	$(GO) build -o $(BIN)/autoscale ./examples/autoscale
 
 ## test: gofmt, go vet, staticcheck, then every test against real Nomad and Consul agents
-test: tools fmt-check vet lint
+test: tools docker fmt-check vet lint
 	$(GO) test -count=1 -timeout 40m ./...
 
 ## test-race: every test again under the race detector (about 5 minutes; not in CI's
@@ -80,4 +93,4 @@ bench-scaler:
 	$(GO) test -run '^$$' -bench Tick10k -benchtime 50x ./scaler/...
 
 clean:
-	rm -rf $(BIN) .dev bench-results
+	rm -rf $(BIN) .dev .dev-registry bench-results

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	nomadapi "github.com/hashicorp/nomad/api"
@@ -19,6 +20,40 @@ type NomadOptions struct {
 	ConsulAddr  string
 	ConsulToken string
 	ACL         bool // enable ACLs and bootstrap a management token
+	// Docker keeps images on the node (see dockerPlugin) and waits until the docker driver
+	// is detected and healthy too. The engine must answer before the agent starts: the
+	// driver fingerprints it then.
+	Docker bool
+}
+
+// dockerPlugin is the docker driver's configuration. Nomad starts that driver on its own
+// whenever a Docker engine answers, so every agent gets this block, not only those with
+// NomadOptions.Docker.
+//
+// The dangling-container reconciler is always off: the harness's agents (one per test
+// package, and rouse dev's) share the one dockerd of the machine, and the reconciler of
+// each would remove the containers of all the others as "untracked" once they are 5
+// minutes old. Each agent's own containers are removed when it stops (reap).
+//
+// With keepImages (NomadOptions.Docker) images stay on the node, image GC off: the
+// cold-start targets assume the image is already there, as it is on a node that has run
+// the revision before, so a wake is a container start and never a pull. What a test
+// pushed is removed from the engine by whoever owns the registry (testcluster's Stop).
+//
+// Registries on 127.0.0.1 need nothing here: dockerd treats 127.0.0.0/8 registries as
+// insecure-allowed, so plain-HTTP test registries on loopback pull without TLS.
+func dockerPlugin(keepImages bool) string {
+	return fmt.Sprintf(`
+plugin "docker" {
+  config {
+    gc {
+      image     = %t
+      container = true
+      dangling_containers { enabled = false }
+    }
+  }
+}
+`, !keepImages)
 }
 
 // Nomad is a running Nomad agent.
@@ -46,7 +81,7 @@ func (n *Nomad) Client() (*nomadapi.Client, error) {
 
 // StartNomad starts `nomad agent -dev` on loopback with raw_exec enabled and the cloud
 // fingerprinters denied (they hang a dev client on machines without metadata services),
-// and waits until its node is ready with raw_exec healthy.
+// and waits until its node is ready with raw_exec (and, with o.Docker, docker) healthy.
 func StartNomad(ctx context.Context, o NomadOptions) (*Nomad, error) {
 	return retryBind(func() (*Nomad, error) { return startNomad(ctx, o) })
 }
@@ -66,10 +101,11 @@ func startNomad(ctx context.Context, o NomadOptions) (*Nomad, error) {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, err
 	}
-	acl := ""
+	extra := ""
 	if o.ACL {
-		acl = "acl { enabled = true }"
+		extra += "acl { enabled = true }\n"
 	}
+	extra += dockerPlugin(o.Docker)
 	cfg := fmt.Sprintf(`
 data_dir  = %q
 bind_addr = "127.0.0.1"
@@ -85,7 +121,7 @@ client {
 }
 plugin "raw_exec" { config { enabled = true } }
 %s
-`, dataDir, o.HTTPPort, ports[1], ports[2], o.ConsulAddr, o.ConsulToken, acl)
+`, dataDir, o.HTTPPort, ports[1], ports[2], o.ConsulAddr, o.ConsulToken, extra)
 	cfgFile := filepath.Join(o.Dir, "nomad.hcl")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -116,13 +152,17 @@ plugin "raw_exec" { config { enabled = true } }
 			return fail(err)
 		}
 	}
-	err = waitFor(ctx, p, "a ready Nomad node with raw_exec", 60*time.Second, func() bool {
+	drivers := []string{"raw_exec"}
+	if o.Docker {
+		drivers = append(drivers, "docker")
+	}
+	err = waitFor(ctx, p, "a ready Nomad node with "+strings.Join(drivers, " and "), 60*time.Second, func() bool {
 		nodes, _, err := cl.Nodes().List(nil)
 		if err != nil {
 			return false
 		}
 		for _, nd := range nodes {
-			if nd.Status == "ready" && nd.Drivers["raw_exec"] != nil && nd.Drivers["raw_exec"].Healthy {
+			if nd.Status == "ready" && healthy(nd, drivers) {
 				return true
 			}
 		}
@@ -132,6 +172,16 @@ plugin "raw_exec" { config { enabled = true } }
 		return fail(err)
 	}
 	return n, nil
+}
+
+// healthy reports whether every one of drivers is detected and healthy on the node.
+func healthy(nd *nomadapi.NodeListStub, drivers []string) bool {
+	for _, name := range drivers {
+		if d := nd.Drivers[name]; d == nil || !d.Detected || !d.Healthy {
+			return false
+		}
+	}
+	return true
 }
 
 // PurgeAll stops every job in every namespace, waits (bounded) until every allocation is

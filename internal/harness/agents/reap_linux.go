@@ -10,14 +10,16 @@ import (
 	"time"
 )
 
-// reap is the safety net after a Nomad agent has exited: it ends the task helpers
-// (executor, logmon) whose command line names the agent's own data dir — so they can only
-// be ours — together with their children, and lazily unmounts the tmpfs mounts Nomad left
+// reap is the safety net after a Nomad agent has exited: it removes the docker containers
+// of its allocations (see reapContainers), ends the task helpers (executor, logmon,
+// docker_logger) whose command line names the agent's own data dir — so they can only be
+// ours — together with their children, and lazily unmounts the tmpfs mounts Nomad left
 // under that dir. Normally PurgeAll has already had the client clean all of this up.
 func reap(dataDir string) {
 	if dataDir == "" || !strings.Contains(dataDir, string(filepath.Separator)) {
 		return
 	}
+	reapContainers(dataDir)
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	children := map[int][]int{}
 	var ours []int

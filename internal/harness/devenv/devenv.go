@@ -97,7 +97,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	defer consul.Stop(10 * time.Second)
 	fmt.Fprintf(cfg.Out, "  consul   http://%s   (log %s, pid %d)\n", consul.Addr, consul.LogFile, consul.PID())
 
-	nomad, err := agents.StartNomad(startCtx, agents.NomadOptions{Bin: bins.Nomad, Dir: dir, HTTPPort: cfg.NomadPort, ConsulAddr: consul.Addr})
+	// With a Docker engine up, image services run too, with images kept on the node so
+	// that a wake is a container start, never a pull (see agents.NomadOptions.Docker).
+	pingCtx, cancelPing := context.WithTimeout(startCtx, 2*time.Second)
+	docker := agents.NewDocker().Ping(pingCtx) == nil
+	cancelPing()
+	nomad, err := agents.StartNomad(startCtx, agents.NomadOptions{Bin: bins.Nomad, Dir: dir, HTTPPort: cfg.NomadPort, ConsulAddr: consul.Addr, Docker: docker})
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/rouse-run/rouse/internal/harness/agents"
 	"github.com/rouse-run/rouse/internal/harness/poll"
+	"github.com/rouse-run/rouse/internal/harness/registry"
 )
 
 // Options choose what kind of cluster to start.
@@ -27,6 +28,11 @@ type Options struct {
 	// ACL starts both agents with default-deny ACLs; Consul and Nomad are reachable with
 	// the management tokens in Cluster.ConsulToken and Cluster.NomadToken.
 	ACL bool
+	// Docker gives the Nomad agent the docker driver, configured for tests (images stay on
+	// the node; see agents.NomadOptions.Docker). The machine's Docker engine must answer on
+	// its socket: without one the cluster fails to start, saying to run `make docker`.
+	// Cluster.Stop removes every container of the agent's allocations.
+	Docker bool
 }
 
 // Cluster is a running Consul + Nomad pair.
@@ -44,6 +50,9 @@ type Cluster struct {
 
 	buildMu sync.Mutex
 	built   map[string]string
+
+	regMu sync.Mutex
+	reg   *registry.Registry
 }
 
 // Start starts Consul, then Nomad pointed at it, and waits until both are usable.
@@ -60,6 +69,16 @@ func Start(opts Options) (*Cluster, error) {
 	c := &Cluster{Dir: dir, built: map[string]string{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if opts.Docker {
+		// Before Nomad starts: its docker driver fingerprints the engine once, at start.
+		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+		err := agents.NewDocker().Ping(pctx)
+		pcancel()
+		if err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("testcluster: Options.Docker: %w", err)
+		}
+	}
 	co := agents.ConsulOptions{Bin: bins.Consul, Dir: dir, ACL: opts.ACL}
 	if opts.ACL {
 		co.ManagementToken = uuid()
@@ -73,7 +92,7 @@ func Start(opts Options) (*Cluster, error) {
 		c.Stop()
 		return nil, err
 	}
-	c.nomad, err = agents.StartNomad(ctx, agents.NomadOptions{Bin: bins.Nomad, Dir: dir, ConsulAddr: c.ConsulAddr, ConsulToken: c.ConsulToken, ACL: opts.ACL})
+	c.nomad, err = agents.StartNomad(ctx, agents.NomadOptions{Bin: bins.Nomad, Dir: dir, ConsulAddr: c.ConsulAddr, ConsulToken: c.ConsulToken, ACL: opts.ACL, Docker: opts.Docker})
 	if err != nil {
 		c.Stop()
 		return nil, fmt.Errorf("testcluster: %w", err)
@@ -87,7 +106,9 @@ func Start(opts Options) (*Cluster, error) {
 }
 
 // Stop purges every job (so no workload process outlives the test), stops both agents by
-// their PIDs and removes the directory.
+// their PIDs (which removes any container of the agent's allocations still there), stops
+// the cluster's registry and removes its images from the Docker engine, and removes the
+// directory.
 func (c *Cluster) Stop() {
 	if c.nomad != nil {
 		if c.Nomad != nil {
@@ -102,17 +123,23 @@ func (c *Cluster) Stop() {
 	if c.consul != nil {
 		c.consul.Stop(10 * time.Second)
 	}
+	c.stopRegistry()
 	if os.Getenv("ROUSE_KEEP_TESTCLUSTER") == "" {
 		os.RemoveAll(c.Dir)
 	}
 }
 
-// DumpLogs writes the tail of both agents' logs.
+// DumpLogs writes the tail of both agents' logs, and of the registry's when one runs.
 func (c *Cluster) DumpLogs(w io.Writer) {
 	for _, p := range []*agents.Process{processOf(c.consul), processOf(c.nomad)} {
 		if p != nil {
 			fmt.Fprintf(w, "----- %s log (%s), last 8 KiB -----\n%s\n", p.Name, p.LogFile, p.TailLog(8192))
 		}
+	}
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
+	if c.reg != nil {
+		fmt.Fprintf(w, "----- registry log (%s), last 8 KiB -----\n%s\n", c.reg.LogFile(), c.reg.TailLog(8192))
 	}
 }
 
@@ -168,6 +195,58 @@ func (c *Cluster) GoBuild(pkg string) (string, error) {
 	}
 	c.built[pkg] = out
 	return out, nil
+}
+
+// GoBuildStatic builds a main package of the rouse module statically (CGO_ENABLED=0), to
+// run in an image (registry.Image.Binary), once per cluster, and returns the binary's path.
+func (c *Cluster) GoBuildStatic(pkg string) (string, error) {
+	c.buildMu.Lock()
+	defer c.buildMu.Unlock()
+	key := "static:" + pkg
+	if p, ok := c.built[key]; ok {
+		return p, nil
+	}
+	out := filepath.Join(c.Dir, "bin", "static", strings.NewReplacer("/", "_", ".", "_").Replace(pkg))
+	if err := registry.BuildStatic(pkg, out); err != nil {
+		return "", err
+	}
+	c.built[key] = out
+	return out, nil
+}
+
+// Registry returns the cluster's image registry (no auth, on a free loopback port, storage
+// in the cluster dir), starting it on first use. Stop stops it and removes every image
+// pulled from it from the Docker engine, so the engine does not fill up across runs.
+func (c *Cluster) Registry(ctx context.Context) (*registry.Registry, error) {
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
+	if c.reg != nil {
+		return c.reg, nil
+	}
+	r, err := registry.Start(ctx, filepath.Join(c.Dir, "registry"))
+	if err != nil {
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	c.reg = r
+	return r, nil
+}
+
+func (c *Cluster) stopRegistry() {
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
+	if c.reg == nil {
+		return
+	}
+	c.reg.Stop()
+	d := agents.NewDocker()
+	if _, err := os.Stat(d.Socket); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if _, err := d.RemoveImages(ctx, c.reg.Addr+"/"); err != nil {
+			fmt.Fprintf(os.Stderr, "testcluster: cleanup: images of registry %s: %v\n", c.reg.Addr, err)
+		}
+		cancel()
+	}
+	c.reg = nil
 }
 
 // Env returns the environment variables that point rouse's CLI at this cluster.
