@@ -15,11 +15,9 @@ import (
 // check may pass only after ~900 ms), then slower for an app that is slow to start.
 //
 // Attempts are hedged: a new one starts every interval while earlier ones are still out
-// (up to probeHedge per instance), and the first 2xx wins. One silent connection must not
-// hold the wake for probeTimeout: docker's userland proxy accepts a connection to a
-// published port at once, then dials the container, and a dial made before the
-// container's network is up loses its SYN and waits the 1 s retransmission — a serial
-// prober woke every container revision in 1.1 s, a fresh connection a few ms later answers.
+// (up to probeHedge per instance), and the first 2xx wins, so one silent connection never
+// holds a wake for probeTimeout. A proxy in front of the instance can accept before it can
+// forward: docker's userland proxy for a published port does.
 const (
 	probeFast       = 5 * time.Millisecond
 	probeFastFor    = 3 * time.Second
