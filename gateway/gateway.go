@@ -272,6 +272,7 @@ func (g *Gateway) applyKV() {
 		return
 	}
 	tbl := table.Build(st.Snapshot, g.cfg.Domain)
+	now := g.clk.Now()
 	next := &routing{tbl: tbl, revs: make([]*revision, len(tbl.Revisions()))}
 	keep := make(map[string]*revision, len(tbl.Revisions()))
 	for i, tr := range tbl.Revisions() {
@@ -282,6 +283,11 @@ func (g *Gateway) applyKV() {
 			r.applyEndpoints(eps.Services[tr.Config.Revision], eps.Index)
 		}
 		r.setConfig(tr.Config)
+		if f, ok := st.Snapshot.Failures[tr.Key]; ok {
+			r.setFailure(&f, now)
+		} else {
+			r.setFailure(nil, now)
+		}
 		next.revs[i] = r
 		keep[tr.Key] = r
 	}

@@ -14,12 +14,25 @@ func (g *Gateway) acquire(rev *revision, start, deadline time.Time) (*balance.In
 	if in := rev.pool.TryAcquire(); in != nil {
 		return in, 0, nil
 	}
+	if f := rev.failed(start); f != nil {
+		return nil, 0, f // it failed to start: no hold until its backoff passes
+	}
 	in, w, held, err := rev.pool.Acquire()
 	if err != nil {
 		return nil, 0, &failure{&http1.Error{Status: 503, Reason: "overflow", Msg: "rouse: revision " + rev.name + " is at capacity: every instance is busy and the queue is full\n"}, "1"}
 	}
 	if in != nil {
 		return in, 0, nil
+	}
+	if w.Held {
+		// The failure record may have landed (and failed the held requests) between the
+		// check above and the hold.
+		if f := rev.failed(g.clk.Now()); f != nil {
+			if in = rev.pool.Cancel(w); in != nil {
+				return in, 0, nil
+			}
+			return nil, 0, f
+		}
 	}
 	if held > 0 && held&(held-1) == 0 {
 		g.activation() // 1, 2, 4, 8… held: tell scalers now, and again as the burst grows
@@ -44,9 +57,15 @@ func (g *Gateway) acquire(rev *revision, start, deadline time.Time) (*balance.In
 	t.Stop()
 	if in == nil {
 		_, _, ready := rev.pool.Stats()
+		var failed *failure
+		if w.Held && ready == 0 {
+			failed = rev.failed(g.clk.Now())
+		}
 		switch {
 		case rev.isRetired():
 			return nil, 0, &failure{&http1.Error{Status: 503, Reason: "retired", Msg: "rouse: revision " + rev.name + " is no longer routed\n"}, "1"}
+		case failed != nil:
+			return nil, 0, failed // its instances failed to start: the scaler's record says why
 		case w.Held && ready == 0:
 			return nil, 0, &failure{&http1.Error{Status: 503, Reason: "activation_timeout", Msg: "rouse: revision " + rev.name + " could not be started: no instance became ready within " + rev.activationTimeout().String() + "\n"}, "10"}
 		default:

@@ -3,6 +3,7 @@ package gateway
 import (
 	"hash/fnv"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,9 +13,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/gateway/balance"
+	"github.com/rouse-run/rouse/gateway/http1"
 	"github.com/rouse-run/rouse/gateway/upstream"
 	"github.com/rouse-run/rouse/gateway/watch"
 	"github.com/rouse-run/rouse/internal/revmeta"
+	"github.com/rouse-run/rouse/internal/store"
 )
 
 // revision is the live state of one revision: config, instances, queue, counters. It
@@ -24,6 +27,9 @@ type revision struct {
 	key, ns, svc, name string
 	cfg                atomic.Pointer[revmeta.Config]
 	pool               *balance.Pool[*backend]
+	// failure is the scaler's record that the revision's instances failed to start (nil:
+	// none): until it expires, a request that finds no ready instance is answered at once.
+	failure atomic.Pointer[revFailure]
 
 	requests atomic.Uint64 // completed
 	codes    sync.Map      // status code → *atomic.Uint64
@@ -79,6 +85,64 @@ func (g *Gateway) newRevision(cfg revmeta.Config) *revision {
 }
 
 func (r *revision) config() *revmeta.Config { return r.cfg.Load() }
+
+// revFailure is a failure record as this gateway applies it.
+type revFailure struct {
+	at, retryAt time.Time // the record's: an unchanged record is not applied again
+	until       time.Time // this gateway's end of the backoff
+	err         *http1.Error
+}
+
+// setFailure applies the revision's failure record from Consul KV (nil: none). A record
+// that is in force answers every held request at once when nothing is ready. A record
+// for another spec of the same name (deleted and applied again) is not this revision's.
+func (r *revision) setFailure(f *store.Failure, now time.Time) {
+	if f != nil && f.SpecHash != "" && r.config().SpecHash != "" && f.SpecHash != r.config().SpecHash {
+		f = nil
+	}
+	cur := r.failure.Load()
+	if f == nil {
+		if cur != nil {
+			r.failure.Store(nil)
+		}
+		return
+	}
+	if cur != nil && cur.at.Equal(f.At) && cur.retryAt.Equal(f.RetryAt) {
+		return
+	}
+	// RetryAt is the scaler's clock; RetryAfter from now bounds what a skewed clock adds.
+	until := f.RetryAt
+	if f.RetryAfter > 0 {
+		if lim := now.Add(time.Duration(f.RetryAfter) * time.Second); lim.Before(until) {
+			until = lim
+		}
+	}
+	r.failure.Store(&revFailure{at: f.At, retryAt: f.RetryAt, until: until, err: &http1.Error{
+		Status: 503, Reason: "revision_failed", Msg: "rouse: revision " + r.name + " failed to start: " + f.Reason + "\n"}})
+	if !now.Before(until) {
+		return
+	}
+	_, held, ready := r.pool.Stats()
+	r.g.log.Warn("revision failed to start; answering its requests 503 until its backoff passes",
+		zap.String("revision", r.key), zap.String("reason", f.Reason), zap.Time("until", until), zap.Int64("held", held))
+	if ready == 0 {
+		r.pool.FailAll() // each held request sees the failure (acquire)
+	}
+}
+
+// failed is the answer for a request that finds no ready instance while the revision's
+// failure record is in force, nil otherwise.
+func (r *revision) failed(now time.Time) *failure {
+	f := r.failure.Load()
+	if f == nil || !now.Before(f.until) {
+		return nil
+	}
+	if _, _, ready := r.pool.Stats(); ready > 0 {
+		return nil
+	}
+	secs := (f.until.Sub(now) + time.Second - 1) / time.Second
+	return &failure{f.err, strconv.FormatInt(int64(max(secs, 1)), 10)}
+}
 
 func (r *revision) setConfig(c revmeta.Config) {
 	old := r.cfg.Load()

@@ -160,6 +160,10 @@ func (s *Scaler) onActivations(ctx context.Context, gw gateway, acts []gauges.Ac
 			s.mu.Unlock()
 			return
 		}
+		if r := s.table.byRev[revKey{a.Namespace, a.Revision}]; r != nil && r.inBackoff(now) {
+			s.mu.Unlock()
+			continue // it failed to start: nothing wakes it before its backoff passes
+		}
 		r, from, up := s.table.activate(now, a)
 		if up {
 			markActivated(r, a.Held)
@@ -182,6 +186,9 @@ func (s *Scaler) onActivations(ctx context.Context, gw gateway, acts []gauges.Ac
 			if recheck {
 				r.rechecked = now
 			}
+			// Held requests and a count that should cover them: follow the allocations,
+			// in case they are failing.
+			s.watchLocked(r)
 			s.mu.Unlock()
 			if recheck {
 				need := from

@@ -22,6 +22,7 @@ type metrics struct {
 	decisions      [kpa.NumReasons]prometheus.Counter
 	scales         *prometheus.CounterVec
 	activations    prometheus.Counter
+	failures       prometheus.Counter
 	gatewayErrors  prometheus.Counter
 	tickDuration   prometheus.Histogram
 	activationLag  prometheus.Histogram
@@ -44,6 +45,9 @@ func newMetrics() *metrics {
 	m.activations = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "rouse_scaler_activations_total", Help: "Revisions scaled up by the activation path (held requests at zero).",
 	})
+	m.failures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "rouse_scaler_revision_failures_total", Help: "Wakes whose every allocation failed: published to the gateways, scaled to 0, backed off.",
+	})
 	m.gatewayErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "rouse_scaler_gateway_errors_total", Help: "Gauge reads that failed; the gateway was left out of that tick.",
 	})
@@ -61,7 +65,7 @@ func newMetrics() *metrics {
 	m.leaderChanges = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "rouse_scaler_leadership_acquired_total", Help: "Times this replica became leader.",
 	})
-	m.reg.MustRegister(dec, m.scales, m.activations, m.gatewayErrors, m.tickDuration, m.activationLag,
+	m.reg.MustRegister(dec, m.scales, m.activations, m.failures, m.gatewayErrors, m.tickDuration, m.activationLag,
 		m.leader, m.leaderChanges, revisionCollector{m}, collectors.NewGoCollector())
 	return m
 }

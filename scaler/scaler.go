@@ -15,15 +15,19 @@
 //     meta that `nomad job history`/scaling events show.
 //
 // Beside the tick, it long-polls every gateway's /activations: a revision at zero that
-// holds requests is scaled to what they need at once (the activation path).
+// holds requests is scaled to what they need at once (the activation path). While a
+// revision wakes with nothing ready it follows the revision's allocations; a wake whose
+// every allocation failed is published to the gateways (a store.Failure in Consul KV, so
+// they answer its held requests 503 with the reason at once), scaled back to 0 and not
+// woken again before a backoff passes.
 //
 // A new leader starts from the counts Nomad has and scales nothing down before a full
 // window of data.
 //
 // The files: config.go the Config and its defaults; scaler.go a replica's life and the
-// tick; activation.go the activation path; state.go the leader's table; jobwatch.go,
-// gateways.go, nomad.go and leader.go its sources (Nomad's job list, the gateways' gauges,
-// Jobs.Scale, the Consul lock).
+// tick; activation.go the activation path; failure.go (pure) and failwatch.go failed
+// wakes; state.go the leader's table; jobwatch.go, gateways.go, nomad.go and leader.go its
+// sources (Nomad's job list, the gateways' gauges, Jobs.Scale, the Consul lock).
 package scaler
 
 import (
@@ -41,6 +45,7 @@ import (
 
 	"github.com/rouse-run/rouse/internal/clock"
 	"github.com/rouse-run/rouse/internal/gauges"
+	"github.com/rouse-run/rouse/internal/store"
 	"github.com/rouse-run/rouse/internal/watchloop"
 	"github.com/rouse-run/rouse/scaler/kpa"
 )
@@ -52,6 +57,8 @@ type Scaler struct {
 	clock   clock.Clock
 	jobs    jobsAPI
 	gws     gatewaySource
+	allocs  allocsAPI    // nil: failed wakes are not detected (tests of other things)
+	fails   failureStore // nil: failures are not published
 	elect   elector
 	http    *http.Client
 	metrics *metrics
@@ -67,8 +74,9 @@ type Scaler struct {
 	gwMu      sync.Mutex
 	gwFailing map[string]bool // gateways whose outage was logged
 
-	mu    sync.Mutex // guards table
-	table *table
+	mu      sync.Mutex // guards table and leadCtx
+	table   *table
+	leadCtx context.Context // while leading: the context of work that lives as long as the leadership
 }
 
 // New checks the config and opens the admin listener; Run does the rest.
@@ -82,6 +90,8 @@ func New(cfg Config) (*Scaler, error) {
 		return nil, err
 	}
 	s.watchJobs = true
+	s.allocs = nomadJobs{cfg.Nomad}
+	s.fails = store.New(cfg.Consul)
 	host, port := "", 0
 	if s.admin != nil {
 		host, port = adminHostPort(s.admin.Addr().String())
@@ -192,8 +202,11 @@ func (s *Scaler) Run(ctx context.Context) error {
 // lead is the leader's loop. Its state starts empty: counts are read from Nomad and the
 // maths hold every count until their windows fill.
 func (s *Scaler) lead(ctx context.Context) {
+	stored := s.loadFailures(ctx)
 	s.mu.Lock()
 	s.table = newTable(kpa.Options{Granularity: s.cfg.Tick}, s.log)
+	s.table.stored = stored
+	s.leadCtx = ctx
 	s.mu.Unlock()
 	s.leading.Store(true)
 	s.metrics.leader.Set(1)
@@ -266,9 +279,11 @@ func (s *Scaler) tick(ctx context.Context, jobs func(context.Context) ([]*nomada
 	var counts [kpa.NumReasons]int
 	s.mu.Lock()
 	data, partial, rpsPartial := s.table.observe(reports, failed)
+	stale := s.failureTick(now)
 	changed := s.table.decide(now, data, partial, rpsPartial, &counts)
 	snap := s.table.snapshot()
 	s.mu.Unlock()
+	s.deleteFailures(ctx, stale)
 	for r, n := range counts {
 		if n > 0 {
 			s.metrics.decisions[r].Add(float64(n))
@@ -337,6 +352,14 @@ func (s *Scaler) apply(ctx context.Context, r *revision) {
 	defer r.scaleMu.Unlock()
 	s.mu.Lock()
 	want, from, d, known := r.want, r.nomad, r.last, r.countIndex != 0
+	up := want > from && known
+	if up {
+		r.scalingUp = true // the failure watch waits for the allocations of the new count
+	}
+	var fail *store.Failure
+	if d.Reason == kpa.Failed {
+		fail = r.failure
+	}
 	s.mu.Unlock()
 	if want == from || !known {
 		return
@@ -348,11 +371,19 @@ func (s *Scaler) apply(ctx context.Context, r *revision) {
 	msg := fmt.Sprintf("rouse scaler: %d → %d (%s): stable %.1f, panic-window %.1f", from, want, d.Reason, d.Stable, d.PanicValue)
 	meta := map[string]any{"rouse.scaler": s.cfg.ID, "rouse.reason": d.Reason.String(),
 		"rouse.stable": d.Stable, "rouse.panic_window": d.PanicValue, "rouse.panic": d.Panic}
+	if fail != nil {
+		msg = fmt.Sprintf("rouse scaler: %d → %d (%s): every allocation failed (%s); not started again before %s",
+			from, want, d.Reason, fail.Reason, fail.RetryAt.UTC().Format(time.RFC3339))
+		meta = map[string]any{"rouse.scaler": s.cfg.ID, "rouse.reason": d.Reason.String(), "rouse.retry_at": fail.RetryAt.UTC().Format(time.RFC3339)}
+	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	idx, err := s.jobs.Scale(sctx, r.job, want, msg, meta)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if up {
+		r.scalingUp = false
+	}
 	if err != nil {
 		kind := scaleErrorKind(err)
 		s.metrics.scales.WithLabelValues(dir, kind).Inc()
@@ -369,6 +400,14 @@ func (s *Scaler) apply(ctx context.Context, r *revision) {
 	s.metrics.scales.WithLabelValues(dir, "ok").Inc()
 	r.lastErr = ""
 	r.nomad, r.countIndex = want, idx
+	if up {
+		// The allocations of this count are created after idx; until an instance is
+		// ready, follow them so that a wake that fails is answered at once.
+		r.wakeIndex = idx
+		if from == 0 || r.gwReady == 0 { // (gwReady is of the last tick: stale when from is 0)
+			s.watchLocked(r)
+		}
+	}
 	s.log.Info("scaled", zap.String("namespace", r.job.ns), zap.String("job", r.job.id),
 		zap.Int("from", from), zap.Int("to", want), zap.Stringer("reason", d.Reason),
 		zap.Float64("stable", d.Stable), zap.Float64("panic_window", d.PanicValue), zap.Bool("panic", d.Panic))

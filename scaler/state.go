@@ -9,6 +9,7 @@ import (
 
 	"github.com/rouse-run/rouse/internal/gauges"
 	"github.com/rouse-run/rouse/internal/revmeta"
+	"github.com/rouse-run/rouse/internal/store"
 	"github.com/rouse-run/rouse/scaler/kpa"
 )
 
@@ -42,6 +43,17 @@ type revision struct {
 	lastErr   string    // the last scale error, so each distinct one is logged once
 	rechecked time.Time // when an activation last re-read the count from Nomad
 
+	specHash string // the revision's template hash, from its meta
+	gwReady  int64  // instances the gateways route to, summed over those that answered this tick
+
+	// A wake that failed (failwatch.go).
+	failure     *store.Failure // the record published for the last failure; nil when none stands
+	failedUntil time.Time      // nothing wakes it before this
+	attempts    int            // failures in a row: the backoff doubles with each
+	wakeIndex   uint64         // allocations created after this JobModifyIndex belong to the current wake
+	scalingUp   bool           // a Jobs.Scale up is in flight: the allocations are not of the new count yet
+	watch       *allocWatch    // the allocation watch running, nil when none
+
 	scaleMu sync.Mutex // one Jobs.Scale in flight per job, the latest want wins
 }
 
@@ -61,6 +73,13 @@ type table struct {
 	byRev  map[revKey]*revision
 	gws    map[string]*gatewayCounters
 	badCfg map[jobKey]uint64 // meta that failed to parse, by JobModifyIndex: logged once
+
+	// dropped are the revisions sync removed (job gone, or registered again), until the
+	// tick's failureTick takes them: their watches end and their failure records go.
+	dropped []*revision
+	// stored are the failure records found in Consul when leadership began, adopted by
+	// their revisions (or deleted) after the first listing; nil once done.
+	stored map[revKey]store.Failure
 }
 
 func newTable(opts kpa.Options, log *zap.Logger) *table {
@@ -85,6 +104,7 @@ func (t *table) sync(stubs []*nomadapi.JobListStub) (needCount []*revision) {
 				delete(t.byRev, r.key)
 			}
 			delete(t.byJob, jk)
+			t.dropped = append(t.dropped, r)
 			r = nil
 		}
 		if r == nil || j.JobModifyIndex > r.cfgIndex {
@@ -110,6 +130,7 @@ func (t *table) sync(stubs []*nomadapi.JobListStub) (needCount []*revision) {
 				r.kpa.SetConfig(cfg.Autoscaling)
 			}
 			r.cfgIndex = j.JobModifyIndex
+			r.specHash = cfg.SpecHash
 		}
 		r.seen = t.gen
 		r.ready = 0
@@ -127,6 +148,7 @@ func (t *table) sync(stubs []*nomadapi.JobListStub) (needCount []*revision) {
 			if t.byRev[r.key] == r {
 				delete(t.byRev, r.key)
 			}
+			t.dropped = append(t.dropped, r)
 		}
 	}
 	return needCount
@@ -138,6 +160,9 @@ func (t *table) setCount(r *revision, count int, index uint64) {
 	if r.want == r.nomad || r.countIndex == 0 {
 		r.want = count
 	}
+	if r.countIndex != 0 && count > r.nomad {
+		r.wakeIndex = index // raised from outside: its allocations are created after index
+	}
 	r.nomad, r.countIndex = count, index
 }
 
@@ -146,7 +171,7 @@ func (t *table) setCount(r *revision, count int, index uint64) {
 // new so its request rate is not known yet).
 func (t *table) observe(reports []gauges.Report, failed int) (data, partial, rpsPartial bool) {
 	for _, r := range t.byJob {
-		r.conc, r.rps, r.held = 0, 0, 0
+		r.conc, r.rps, r.held, r.gwReady = 0, 0, 0, 0
 	}
 	for _, rep := range reports {
 		gw := t.gws[rep.Gateway]
@@ -168,6 +193,7 @@ func (t *table) observe(reports []gauges.Report, failed int) (data, partial, rps
 			}
 			r.conc += float64(v.Concurrency())
 			r.held += v.Held
+			r.gwReady += v.Ready
 			switch {
 			case fresh || dt <= 0:
 			case !had || v.RequestsTotal < prev:
@@ -204,6 +230,16 @@ func (t *table) decide(now time.Time, data, partial, rpsPartial bool, counts *[k
 			r.kpa.Record(now, kpa.Sample{Concurrency: r.conc, RPS: r.rps, Held: r.held, Partial: p})
 		}
 		d := r.kpa.Decide(now, r.ready, r.want)
+		if r.failure != nil {
+			switch {
+			case now.Before(r.failedUntil):
+				d.Desired, d.Reason = 0, kpa.Failed
+			case r.want == 0 && r.held == 0 && d.Desired > 0 && r.kpa.Config().Min == 0:
+				// Past its backoff only a request wakes it, not what the windows remember
+				// of the requests answered 503 meanwhile.
+				d.Desired, d.Reason = 0, kpa.Failed
+			}
+		}
 		r.last = d
 		counts[d.Reason]++
 		if d.Desired != r.want {

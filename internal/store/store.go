@@ -1,7 +1,8 @@
 // Package store keeps rouse's control-plane state in Consul KV: one record per service
 // (latest spec, generation counter, declared traffic and the resolved route) and one
 // immutable config per revision. Every write of a service record is a check-and-set on
-// its ModifyIndex, so concurrent applies never lose an update.
+// its ModifyIndex, so concurrent applies never lose an update. The scaler adds a failure
+// record for a revision whose instances failed to start (failures.go).
 package store
 
 import (
@@ -219,12 +220,14 @@ func (s *Store) DeleteRevision(ctx context.Context, ns, rev string) error {
 type Snapshot struct {
 	Services  []*Service
 	Revisions map[string]revmeta.Config // by "<ns>/<revision>"
+	Failures  map[string]Failure        // by "<ns>/<revision>": revisions whose instances failed to start
 }
 
 // Decode turns a listing of Prefix into a Snapshot. A record that does not decode is
 // reported in errs and left out, so one bad key never takes every route down.
 func Decode(pairs consulapi.KVPairs) (snap Snapshot, errs []error) {
 	snap.Revisions = map[string]revmeta.Config{}
+	snap.Failures = map[string]Failure{}
 	for _, p := range pairs {
 		switch {
 		case strings.HasPrefix(p.Key, servicesPrefix):
@@ -241,6 +244,13 @@ func Decode(pairs consulapi.KVPairs) (snap Snapshot, errs []error) {
 				continue
 			}
 			snap.Revisions[c.Namespace+"/"+c.Revision] = c
+		case strings.HasPrefix(p.Key, failuresPrefix):
+			f, err := decodeFailure(p)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			snap.Failures[f.Namespace+"/"+f.Revision] = f
 		}
 	}
 	return snap, errs

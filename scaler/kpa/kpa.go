@@ -82,11 +82,12 @@ const (
 	AtMin                   // clamped up to Min
 	AtMax                   // clamped down to Max
 	Activate                // held requests at zero: the fast path
+	Failed                  // its instances failed to start: held at zero until the backoff passes (set by the loop, never by Decide)
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{"hold", "scale_up", "scale_down", "panic", "grace", "to_zero",
-	"warming", "partial", "no_data", "min", "max", "activate"}
+	"warming", "partial", "no_data", "min", "max", "activate", "revision_failed"}
 
 func (r Reason) String() string {
 	if r < NumReasons {
