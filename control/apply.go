@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,8 +54,15 @@ type ApplyResult struct {
 	URL       string              `json:"url"`
 	Route     []store.RouteTarget `json:"route"`
 	Tags      []TagInfo           `json:"tags,omitempty"`
-	Purged    []string            `json:"purged,omitempty"`   // revisions removed by GC
-	Warnings  []string            `json:"warnings,omitempty"` // things that went wrong after success
+	// Image is the spec's image as written, ImageDigest the digest the revision runs
+	// ("" for a command, or a tag that is not resolved).
+	Image       string `json:"image,omitempty"`
+	ImageDigest string `json:"image_digest,omitempty"`
+	// AtZero: the revision starts at zero instances (autoscaling initial = 0, min = 0); it
+	// was routed without starting one, and the first request wakes it.
+	AtZero   bool     `json:"at_zero,omitempty"`
+	Purged   []string `json:"purged,omitempty"`   // revisions removed by GC
+	Warnings []string `json:"warnings,omitempty"` // things that went wrong after success
 }
 
 // TagInfo is a tag and the URL that reaches its revision.
@@ -66,19 +74,31 @@ type TagInfo struct {
 
 // Apply makes the spec true: a new revision when its template changed (registered,
 // waited for until an instance is ready, then routed), a route update when only traffic
-// changed, nothing when nothing changed. A revision that fails is stopped and the route
-// is left as it was; the error is a *RevisionFailedError saying why.
+// changed, nothing when nothing changed. An image's tag is resolved to a digest first,
+// and the digest is part of the template; a tag that cannot be resolved is an
+// *ImageError, before anything is written. A revision that fails is stopped and the route
+// is left as it was; the error is a *RevisionFailedError saying why. A revision that
+// starts at zero (initial = 0, min = 0) is planned, registered and routed without
+// starting an instance.
 func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error) {
-	s := o.Spec
-	if s == nil {
+	if o.Spec == nil {
 		return nil, errors.New("apply: no spec")
 	}
 	if o.Wait <= 0 {
 		o.Wait = DefaultWait
 	}
+	s, warning, err := c.resolveImage(ctx, o.Spec, o.Progress)
+	if err != nil {
+		return nil, err
+	}
+	o.Spec = s
 	ns, svc := s.Namespace, s.Name
 	hash := s.TemplateHash()
-	res := &ApplyResult{Namespace: ns, Service: svc, URL: c.URL(ns, svc)}
+	res := &ApplyResult{Namespace: ns, Service: svc, URL: c.URL(ns, svc), Image: s.Image,
+		ImageDigest: cmp.Or(s.ImageDigest, jobspec.ImageDigestOf(s.Image))}
+	if warning != "" {
+		res.Warnings = append(res.Warnings, warning)
+	}
 
 	rec, err := c.getService(ctx, ns, svc)
 	if err != nil {
@@ -137,6 +157,11 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 		return res, nil
 	}
 
+	if job != nil && groupCount(job) == 0 {
+		// Nothing to wait for: Nomad's plan said a node can run it, and the gateway holds
+		// the first request while the scaler wakes it.
+		job, res.AtZero = nil, true
+	}
 	if job != nil {
 		emit(o.Progress, StageWait, rev, "Waiting for instance…")
 		if err := c.waitReady(ctx, ns, rev, evalID, readinessOf(job), o.Wait, o.Progress); err != nil {
@@ -153,7 +178,11 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 		}
 	}
 
-	emit(o.Progress, StageRoute, rev, "Routing traffic…")
+	if res.AtZero {
+		emit(o.Progress, StageRoute, rev, "Routing traffic at zero (no instance started; the first request wakes it)…")
+	} else {
+		emit(o.Progress, StageRoute, rev, "Routing traffic…")
+	}
 	gens := c.generations(ctx, ns, jobs)
 	gens.memo[rev] = gen
 	explicit := s.RevisionName != ""
@@ -204,16 +233,20 @@ func (c *Client) finish(ctx context.Context, o ApplyOptions, res *ApplyResult, r
 			res.Warnings = append(res.Warnings, "revision GC: "+err.Error())
 		}
 	}
-	if res.Outcome == OutcomeUnchanged {
+	switch {
+	case res.Outcome == OutcomeUnchanged:
 		emit(o.Progress, StageDone, res.Revision, "Unchanged: %s is serving. URL: %s", res.Revision, res.URL)
-		return
+	case res.AtZero:
+		emit(o.Progress, StageDone, res.Revision, "Done. %s is routed at zero: no instance started; the first request wakes it. URL: %s", res.Revision, res.URL)
+	default:
+		emit(o.Progress, StageDone, res.Revision, "Done. URL: %s", res.URL)
 	}
-	emit(o.Progress, StageDone, res.Revision, "Done. URL: %s", res.URL)
 }
 
 // revisionFor returns the revision that runs the spec's template: an existing one of the
 // same template that a previous apply left starting (or that an explicit revision_name
-// names), or a new one registered now. job is nil when the revision needs no wait.
+// names), or a new one registered now. job is nil when the revision needs no wait; a job
+// at count 0 is routed at zero.
 func (c *Client) revisionFor(ctx context.Context, o ApplyOptions, rec *store.Service, jobs map[string]*revJob, hash string) (rev string, gen int, job *nomadapi.Job, evalID string, out Outcome, err error) {
 	s := o.Spec
 	ns := s.Namespace
@@ -243,25 +276,22 @@ func (c *Client) revisionFor(ctx context.Context, o ApplyOptions, rec *store.Ser
 			return "", 0, nil, "", "", c.nomadErr(err, "read-job", ns)
 		}
 		emit(o.Progress, StageCreate, candidate.Name, "Using existing revision %s…", candidate.Name)
-		count := 0
-		if len(job.TaskGroups) > 0 && job.TaskGroups[0].Count != nil {
-			count = *job.TaskGroups[0].Count
-		}
+		count := groupCount(job)
 		switch {
 		case candidate.Stopped:
 			// It failed before; the same template may work now (an image pushed since).
-			// Same spec, so re-registering keeps the revision immutable.
+			// Same spec, so re-registering keeps the revision immutable. It starts as a
+			// new revision would: at zero when initial and min are 0.
 			job.Stop = ptr(false)
-			job.TaskGroups[0].Count = ptr(max(count, 1))
+			job.TaskGroups[0].Count = ptr(max(count, jobspec.InitialCount(s)))
 			resp, _, err := c.nomad.Jobs().Register(job, c.wo(ctx, ns))
 			if err != nil {
 				return "", 0, nil, "", "", c.nomadErr(err, "submit-job", ns)
 			}
 			return candidate.Name, candidate.Generation, job, resp.EvalID, OutcomeReused, nil
-		case count == 0:
-			// Scaled to zero after it was ready: the gateway wakes it on demand.
-			return candidate.Name, candidate.Generation, nil, "", OutcomeReused, nil
 		default:
+			// At zero (it started there, or scaled down after it was ready), Apply routes it
+			// without waiting: the gateway wakes it on demand.
 			return candidate.Name, candidate.Generation, job, "", OutcomeReused, nil
 		}
 	}
@@ -281,12 +311,20 @@ func (c *Client) createRevision(ctx context.Context, o ApplyOptions, jobs map[st
 		floor = max(floor, j.Generation)
 	}
 	// Ask Nomad to plan the job before anything is written: a token that may not submit
-	// jobs, or a job Nomad rejects, then leaves no record, generation or config behind.
+	// jobs, a job Nomad rejects, or one no node can run (a missing driver, constraints,
+	// resources) then leaves no record, generation or config behind. The plan is for one
+	// instance even when the revision starts at zero: it says whether the first request
+	// could wake it.
 	if rec, err := c.getService(ctx, ns, svc); err != nil {
 		return "", 0, nil, "", err
 	} else if draft, _, err := jobspec.Compile(s, max(floor, generationOf(rec))+1); err == nil {
-		if _, _, err := c.nomad.Jobs().Plan(draft, false, c.wo(ctx, ns)); err != nil {
+		draft.TaskGroups[0].Count = ptr(max(groupCount(draft), 1))
+		plan, _, err := c.nomad.Jobs().Plan(draft, false, c.wo(ctx, ns))
+		if err != nil {
 			return "", 0, nil, "", c.nomadErr(err, "submit-job", ns)
+		}
+		if reason := placementReason(plan.FailedTGAllocs); reason != "" {
+			return "", 0, nil, "", &PlacementError{Revision: *draft.ID, Reason: reason}
 		}
 	}
 	for attempt := 0; ; attempt++ {
@@ -320,11 +358,10 @@ func (c *Client) createRevision(ctx context.Context, o ApplyOptions, jobs map[st
 			}
 		}
 		emit(o.Progress, StageCreate, rev, "Creating revision %s…", rev)
-		// Readiness is proven with one instance even when the revision may scale to zero
-		// (Knative does the same); the scaler takes it down after the grace period.
-		if tg := job.TaskGroups[0]; tg.Count == nil || *tg.Count < 1 {
-			tg.Count = ptr(1)
-		}
+		// The count is max(initial, min). With initial = 1 (the default) and min = 0,
+		// readiness is proven with one instance and the scaler takes it down after the
+		// grace period; with initial = 0 no instance starts until the first request
+		// (Knative's allow-zero-initial-scale).
 		job.Meta[revmeta.KeyCreated] = c.now().UTC().Format(time.RFC3339)
 		if err := c.store.PutRevision(ctx, cfg); err != nil {
 			return "", 0, nil, "", c.consulErr(err, "key:write", store.RevisionKey(ns, rev))
@@ -361,6 +398,14 @@ func (c *Client) createRevision(ctx context.Context, o ApplyOptions, jobs map[st
 		}
 		return rev, gen, job, resp.EvalID, nil
 	}
+}
+
+// groupCount is the instance count of a revision job's group.
+func groupCount(job *nomadapi.Job) int {
+	if len(job.TaskGroups) == 0 || job.TaskGroups[0].Count == nil {
+		return 0
+	}
+	return *job.TaskGroups[0].Count
 }
 
 func generationOf(rec *store.Service) int {

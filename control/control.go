@@ -51,6 +51,7 @@ type Client struct {
 	nomadToken, consulToken bool
 	domain                  string
 	probe                   *http.Client
+	registry                http.RoundTripper // to image registries, for tag resolution
 	poll                    time.Duration
 	now                     func() time.Time
 	gatewayWait             time.Duration
@@ -76,6 +77,7 @@ func New(cfg Config) *Client {
 		// connections to processes that may be gone a second later.
 		probe: &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		registry:    newRegistryTransport(),
 		poll:        200 * time.Millisecond,
 		now:         cfg.Now,
 		gatewayWait: cfg.GatewayWait,
@@ -95,12 +97,13 @@ type Stage string
 
 // Stages, in the order apply goes through them.
 const (
-	StageCreate Stage = "create" // "Creating revision hello-00003"
-	StageWait   Stage = "wait"   // "Waiting for instance"
-	StageStatus Stage = "status" // a detail of the current step; each replaces the previous one
-	StageRoute  Stage = "route"  // "Routing traffic"
-	StageClean  Stage = "clean"  // revision GC, deletes
-	StageDone   Stage = "done"
+	StageResolve Stage = "resolve" // "Resolving image 127.0.0.1:5000/hi:1"
+	StageCreate  Stage = "create"  // "Creating revision hello-00003"
+	StageWait    Stage = "wait"    // "Waiting for instance"
+	StageStatus  Stage = "status"  // a detail of the current step; each replaces the previous one
+	StageRoute   Stage = "route"   // "Routing traffic"
+	StageClean   Stage = "clean"   // revision GC, deletes
+	StageDone    Stage = "done"
 )
 
 // Event is one progress report.
@@ -122,7 +125,9 @@ type revJob struct {
 	Name       string
 	Generation int
 	SpecHash   string
-	Stopped    bool // stopped jobs are revisions that failed (or were stopped by hand)
+	Image      string // as the spec wrote it ("" for a command)
+	Digest     string // the digest it runs ("" when it follows its tag)
+	Stopped    bool   // stopped jobs are revisions that failed (or were stopped by hand)
 	Status     string
 	Created    time.Time
 }
@@ -159,6 +164,7 @@ func (c *Client) revisionJobs(ctx context.Context, ns, svc string) (map[string]*
 		}
 		out[s.ID] = &revJob{
 			Name: s.ID, Generation: gen, SpecHash: s.Meta[revmeta.KeySpecHash],
+			Image: s.Meta[revmeta.KeyImage], Digest: s.Meta[revmeta.KeyImageDigest],
 			Stopped: s.Stop, Status: s.Status, Created: created,
 		}
 	}

@@ -147,6 +147,21 @@ func TestFailureOf(t *testing.T) {
 	}
 }
 
+func TestStderrReason(t *testing.T) {
+	for tail, want := range map[string]string{
+		"boom: config missing\n":                                    "boom: config missing",
+		"listening\nopen /etc/app.yaml: no such file\n\n":           "open /etc/app.yaml: no such file",
+		"panic: runtime error: nil map\n\ngoroutine 1 [running]:\n": "panic: runtime error: nil map",
+		"":                                   "",
+		strings.Repeat("x", 300):             strings.Repeat("x", 200) + "…",
+		"fatal error: all goroutines asleep": "fatal error: all goroutines asleep",
+	} {
+		if got := stderrReason(tail); got != want {
+			t.Errorf("stderrReason(%q) = %q, want %q", tail, got, want)
+		}
+	}
+}
+
 func TestErrorClassification(t *testing.T) {
 	c := New(Config{NomadAddr: "http://127.0.0.1:4646", ConsulAddr: "http://127.0.0.1:8500", ConsulToken: true})
 	err := c.consulErr(fmt.Errorf("write x: %w", consulapi.StatusError{Code: 403,

@@ -73,6 +73,17 @@ func (e *RevisionFailedError) Error() string {
 	return fmt.Sprintf("revision %s failed: %s", e.Revision, e.Reason)
 }
 
+// PlacementError is a revision Nomad's plan says no node can run (a missing or unhealthy
+// driver, constraints no node meets, resources no node has). Nothing was registered.
+type PlacementError struct {
+	Revision string // the name it would have had
+	Reason   string
+}
+
+func (e *PlacementError) Error() string {
+	return fmt.Sprintf("nomad cannot place revision %s: %s; nothing was registered", e.Revision, e.Reason)
+}
+
 // consul's 403 body names the permission: `token with AccessorID '…' lacks permission 'key:write' on "rouse/…"`.
 var consulLacks = regexp.MustCompile(`lacks permission '([^']+)' on "([^"]*)"`)
 

@@ -143,6 +143,10 @@ func (c *Client) purgeRevision(ctx context.Context, ns, rev string) error {
 	if err := c.store.DeleteRevision(ctx, ns, rev); err != nil {
 		return c.consulErr(err, "key:write", store.RevisionKey(ns, rev))
 	}
+	// A failure record the scaler wrote for it (see scaler/failure.go) goes with it.
+	if err := c.store.DeleteFailure(ctx, ns, rev); err != nil {
+		return c.consulErr(err, "key:write", store.FailureKey(ns, rev))
+	}
 	return nil
 }
 

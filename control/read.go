@@ -42,6 +42,8 @@ type RevisionInfo struct {
 	Name        string    `json:"name"`
 	Generation  int       `json:"generation"`
 	SpecHash    string    `json:"spec_hash"`
+	Image       string    `json:"image,omitempty"`        // as the spec wrote it; "" for a command
+	ImageDigest string    `json:"image_digest,omitempty"` // what it runs; "" when it follows the tag
 	Status      string    `json:"status"`
 	Reason      string    `json:"reason,omitempty"` // why it failed
 	Percent     int       `json:"percent"`
@@ -147,6 +149,7 @@ func (c *Client) revisionInfos(ctx context.Context, ns string, rec *store.Servic
 	out := []RevisionInfo{}
 	for _, j := range byGeneration(jobs) {
 		ri := RevisionInfo{Name: j.Name, Generation: j.Generation, SpecHash: j.SpecHash, Created: j.Created,
+			Image: j.Image, ImageDigest: j.Digest,
 			Latest: j.Name == rec.Latest, LatestReady: j.Name == rec.LatestReady}
 		for _, r := range rec.Route {
 			if r.Revision == j.Name {

@@ -25,7 +25,12 @@ type readiness struct {
 // readinessOf reads the check jobspec compiled into the revision's Consul service.
 func readinessOf(job *nomadapi.Job) readiness {
 	for _, tg := range job.TaskGroups {
-		for _, s := range tg.Services {
+		// Revisions compiled before the service moved to the task have it on the group.
+		services := tg.Services
+		for _, t := range tg.Tasks {
+			services = append(services, t.Services...)
+		}
+		for _, s := range services {
 			for _, ch := range s.Checks {
 				if ch.Type == "tcp" {
 					return readiness{Type: "tcp"}
@@ -68,7 +73,21 @@ func (c *Client) waitReady(ctx context.Context, ns, rev, evalID string, probe re
 		sort.Slice(allocs, func(i, j int) bool { return allocs[i].CreateIndex > allocs[j].CreateIndex })
 		if f := failureOf(allocs); f != nil {
 			f.Revision = rev
-			f.Logs = c.logTail(ctx, ns, f.allocID)
+			var stderr bool
+			f.Logs, stderr = c.logTail(ctx, ns, f.allocID)
+			// The docker driver's logger may not have copied a container's last words
+			// yet when its exit is reported: give it a moment.
+			for i := 0; i < 3 && f.Logs == "" && strings.HasPrefix(f.Reason, nomadapi.TaskTerminated); i++ {
+				select {
+				case <-ctx.Done():
+				case <-time.After(300 * time.Millisecond):
+				}
+				f.Logs, stderr = c.logTail(ctx, ns, f.allocID)
+			}
+			if line := stderrReason(f.Logs); stderr && line != "" {
+				// The process's own words say more than an exit code ("boom: config missing").
+				f.Reason += "; stderr: " + line
+			}
 			return &f.RevisionFailedError
 		}
 		for _, a := range allocs {
@@ -110,7 +129,7 @@ func (c *Client) waitReady(ctx context.Context, ns, rev, evalID string, probe re
 			f := &RevisionFailedError{Revision: rev, Reason: fmt.Sprintf("not ready within %s: %s", wait, last)}
 			if len(allocs) > 0 {
 				f.Events = eventLines(allocs[0])
-				f.Logs = c.logTail(ctx, ns, allocs[0].ID)
+				f.Logs, _ = c.logTail(ctx, ns, allocs[0].ID)
 			}
 			return f
 		}
@@ -241,24 +260,46 @@ func eventLines(a *nomadapi.AllocationListStub) []string {
 	return out
 }
 
-// logTail is the end of the instance's stderr (or stdout when stderr is empty): usually
-// the line that says why the process died. Best effort: "" when logs cannot be read.
-func (c *Client) logTail(ctx context.Context, ns, allocID string) string {
+// logTail is the end of the instance's stderr (or stdout when stderr is empty, then
+// stderr is false): usually the line that says why the process died. The docker driver's
+// logs go through the same API. Best effort: "" when logs cannot be read.
+func (c *Client) logTail(ctx context.Context, ns, allocID string) (tail string, stderr bool) {
 	if allocID == "" {
-		return ""
+		return "", false
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	a, _, err := c.nomad.Allocations().Info(allocID, c.qo(ctx, ns))
 	if err != nil {
-		return ""
+		return "", false
 	}
 	for _, stream := range []string{"stderr", "stdout"} {
 		if s := c.readLog(ctx, ns, a, stream); strings.TrimSpace(s) != "" {
-			return lastLines(s, 15)
+			return lastLines(s, 15), stream == "stderr"
 		}
 	}
-	return ""
+	return "", false
+}
+
+// stderrReason is the line of a dead process's stderr that says why: a Go runtime's
+// "panic: …" or "fatal error: …" line when there is one (what follows is the trace), else
+// the last line. At most 200 characters; "" for no output.
+func stderrReason(tail string) string {
+	var last string
+	for _, l := range strings.Split(tail, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ") {
+			last = l
+			break
+		}
+		if l != "" {
+			last = l
+		}
+	}
+	if r := []rune(last); len(r) > 200 {
+		last = string(r[:200]) + "…"
+	}
+	return last
 }
 
 func (c *Client) readLog(ctx context.Context, ns string, a *nomadapi.Allocation, stream string) string {
@@ -278,11 +319,20 @@ func lastLines(s string, n int) string {
 // placementFailure says why Nomad placed no instance, "" while it has not given up.
 func (c *Client) placementFailure(ctx context.Context, ns, evalID string) string {
 	ev, _, err := c.nomad.Evaluations().Info(evalID, c.qo(ctx, ns))
-	if err != nil || ev.Status != "complete" || len(ev.FailedTGAllocs) == 0 {
+	if err != nil || ev.Status != "complete" {
+		return ""
+	}
+	return placementReason(ev.FailedTGAllocs)
+}
+
+// placementReason says why Nomad could not place a group's instances (an evaluation's or a
+// plan's FailedTGAllocs), "" when nothing failed.
+func placementReason(failed map[string]*nomadapi.AllocationMetric) string {
+	if len(failed) == 0 {
 		return ""
 	}
 	var parts []string
-	for _, m := range ev.FailedTGAllocs {
+	for _, m := range failed {
 		if m == nil {
 			continue
 		}

@@ -1,6 +1,7 @@
 package jobspec
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -36,6 +37,10 @@ func RevisionName(s *Spec, gen int) string {
 	return fmt.Sprintf("%s-%05d", s.Name, gen)
 }
 
+// InitialCount is the instance count a new revision of s is registered with:
+// max(initial, min). Zero means no instance starts until the first request.
+func InitialCount(s *Spec) int { return max(s.Autoscaling.Initial, s.Autoscaling.Min) }
+
 // Compile makes the immutable Nomad job of the revision of s at generation gen, and the
 // revision config its job meta carries.
 func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
@@ -51,7 +56,9 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 		Service: s.Name, Namespace: s.Namespace, Revision: rev, Generation: gen, SpecHash: s.TemplateHash(),
 		Concurrency: s.Concurrency, Timeout: s.Timeout, Autoscaling: s.Autoscaling,
 	}
-	count := max(s.Autoscaling.Initial, s.Autoscaling.Min)
+	// The count Nomad starts the revision at; with initial = 0 and min = 0 that is zero:
+	// the revision is registered and routed, and the first request wakes it.
+	count := InitialCount(s)
 
 	env := map[string]string{
 		"PORT":            "${NOMAD_PORT_" + revmeta.PortLabel + "}",
@@ -69,10 +76,21 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 	var config map[string]any
 	switch s.Driver {
 	case "docker":
-		// Nomad maps a dynamic host port to Port inside the container; NOMAD_PORT_http (so
-		// $PORT) is then Port itself.
-		port.To = s.Port
-		config = map[string]any{"image": s.Image, "ports": []string{revmeta.PortLabel}}
+		image, err := s.RunImage()
+		if err != nil {
+			return nil, revmeta.Config{}, fmt.Errorf("image: %w", err)
+		}
+		cfg.Image, cfg.ImageDigest = s.Image, cmp.Or(s.ImageDigest, ImageDigestOf(s.Image))
+		config = map[string]any{"image": image}
+		if s.Network == NetworkHost {
+			// The node's network, as raw_exec has: the app listens on the dynamic port.
+			config["network_mode"] = NetworkHost
+		} else {
+			// Nomad maps a dynamic host port to Port inside the container; NOMAD_PORT_http
+			// (so $PORT) is then Port itself.
+			port.To = s.Port
+			config["ports"] = []string{revmeta.PortLabel}
+		}
 	default:
 		// raw_exec and exec share the node's network: the app listens on the dynamic port.
 		config = map[string]any{"command": s.Command}
@@ -120,21 +138,8 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 				DelayFunction: ptr("exponential"),
 				MaxDelay:      ptr(rescheduleMax),
 			},
-			ShutdownDelay: ptr(ShutdownDelay),
 			Networks: []*nomadapi.NetworkResource{{
 				DynamicPorts: []nomadapi.Port{port},
-			}},
-			Services: []*nomadapi.Service{{
-				Name:      rev,
-				Provider:  "consul",
-				PortLabel: revmeta.PortLabel,
-				// The namespace tag lets the gateway tell same-named revisions of two
-				// namespaces apart; the readiness path in meta lets it probe an instance the
-				// moment it registers (Consul's API does not return a check's URL, and meta
-				// keys may not contain dots).
-				Tags:   []string{revmeta.TagRouse, revmeta.TagServicePrefix + s.Name, revmeta.TagNamespacePrefix + s.Namespace},
-				Meta:   readinessMeta(s),
-				Checks: []nomadapi.ServiceCheck{readiness},
 			}},
 			Tasks: []*nomadapi.Task{{
 				Name:   revmeta.Task,
@@ -149,6 +154,27 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 				// A request admitted just before the signal may run for the whole timeout.
 				// (Nomad clients cap this at their max_kill_timeout, 30s by default.)
 				KillTimeout: ptr(s.Timeout),
+				// Between deregistering the task's service and signalling it (the group's
+				// shutdown_delay covers only group services).
+				ShutdownDelay: ShutdownDelay,
+				Services: []*nomadapi.Service{{
+					// On the task, not the group: Nomad registers a group's services when the
+					// allocation starts, before the task's container and its network exist, and
+					// the gateway's first probe then goes through docker's proxy to a container
+					// address that does not answer ARP yet; the node asks again only after its
+					// 1 s retransmit time (every container wake took 1.1 s). A task's services
+					// register once the task has started.
+					Name:      rev,
+					Provider:  "consul",
+					PortLabel: revmeta.PortLabel,
+					// The namespace tag lets the gateway tell same-named revisions of two
+					// namespaces apart; the readiness path in meta lets it probe an instance the
+					// moment it registers (Consul's API does not return a check's URL, and meta
+					// keys may not contain dots).
+					Tags:   []string{revmeta.TagRouse, revmeta.TagServicePrefix + s.Name, revmeta.TagNamespacePrefix + s.Namespace},
+					Meta:   readinessMeta(s),
+					Checks: []nomadapi.ServiceCheck{readiness},
+				}},
 			}},
 		}},
 	}
@@ -176,8 +202,17 @@ func check(s *Spec, gen int) error {
 		if s.Image == "" || s.Command != "" {
 			errs = append(errs, errors.New("driver docker needs an image and no command"))
 		}
-		if s.Port < 1 || s.Port > 65535 {
-			errs = append(errs, fmt.Errorf("port %d out of range", s.Port))
+		switch s.Network {
+		case NetworkHost:
+			if s.Port != 0 {
+				errs = append(errs, fmt.Errorf("port %d with network host: the app listens on $PORT", s.Port))
+			}
+		case NetworkBridge, "": // "" is bridge in a hand-built Spec
+			if s.Port < 1 || s.Port > 65535 {
+				errs = append(errs, fmt.Errorf("port %d out of range", s.Port))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("network %q: want bridge or host", s.Network))
 		}
 	case "raw_exec", "exec":
 		if s.Command == "" || s.Image != "" {

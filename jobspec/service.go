@@ -36,7 +36,7 @@ func serviceSchema() *hcl.BodySchema {
 	return &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
 			{Name: "namespace"}, {Name: "revision_name"}, {Name: "datacenters"},
-			{Name: "image"}, {Name: "command"}, {Name: "driver"}, {Name: "args"}, {Name: "port"},
+			{Name: "image"}, {Name: "resolve_image"}, {Name: "command"}, {Name: "driver"}, {Name: "args"}, {Name: "port"}, {Name: "network"},
 			{Name: "env"}, {Name: "concurrency"}, {Name: "timeout"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{
@@ -129,8 +129,24 @@ func (d *decoder) workload(a body) {
 		d.errorf(s.DefRange, "Missing image or command",
 			`Set image = "<registry/image:tag>" to run a container, or command = "<path>" to run a program with raw_exec or exec.`)
 	}
-	if a.str("image", &s.Image) && strings.TrimSpace(s.Image) == "" {
-		a.invalid("image", "image must not be empty.")
+	if a.str("image", &s.Image) {
+		switch {
+		case strings.TrimSpace(s.Image) == "":
+			a.invalid("image", "image must not be empty.")
+		case HasRuntimeReference(s.Image):
+			// Only the Nomad client can read it; resolve_image = false is then required
+			// (apply says so), and docker checks the rest.
+		default:
+			if _, err := ParseImage(s.Image); err != nil {
+				a.invalid("image", "%s. Write it as docker does: [registry[:port]/]repository[:tag] or …@sha256:<digest>.", err)
+			}
+		}
+	}
+	s.ResolveImage = hasImage
+	if a.bool("resolve_image", &s.ResolveImage) && !hasImage {
+		d.errorf(a.rng("resolve_image"), "Unexpected resolve_image",
+			"resolve_image says whether apply pins an image's tag to its digest; a command has no image.")
+		s.ResolveImage = false
 	}
 	if a.str("command", &s.Command) && strings.TrimSpace(s.Command) == "" {
 		a.invalid("command", "command must not be empty.")
@@ -149,6 +165,18 @@ func (d *decoder) workload(a body) {
 		if s.Driver != "docker" {
 			a.invalid("driver", "An image runs with the docker driver, not %q; for raw_exec or exec use command instead of image.", s.Driver)
 		}
+		s.Network = NetworkBridge
+		if a.str("network", &s.Network) && s.Network != NetworkBridge && s.Network != NetworkHost {
+			a.invalid("network", `network is "bridge" (the default: the container's own network, port mapped from the node) or "host" (the node's network; the app listens on $PORT), not %q.`, s.Network)
+		}
+		if s.Network == NetworkHost {
+			if a.has("port") {
+				d.errorf(a.rng("port"), "Unexpected port",
+					`With network = "host" the container shares the node's network, so it must listen on the port Nomad assigns, passed in $PORT. `+
+						"port only sets the port inside a bridge-networked container.")
+			}
+			break
+		}
 		s.Port = defaultPort
 		a.int("port", &s.Port, 1, 65535)
 	case hasCommand && !hasImage:
@@ -162,6 +190,10 @@ func (d *decoder) workload(a body) {
 			d.errorf(a.rng("port"), "Unexpected port",
 				"A command shares the node's network, so it must listen on the port Nomad assigns, passed in $PORT. "+
 					"port only sets the port inside an image's container.")
+		}
+		if a.has("network") {
+			d.errorf(a.rng("network"), "Unexpected network",
+				"A command shares the node's network; network chooses an image's container network.")
 		}
 	}
 }

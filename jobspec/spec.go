@@ -1,9 +1,11 @@
 // Package jobspec reads rouse's HCL service spec, validates it with source-located
 // diagnostics, and compiles one revision of it into an immutable Nomad job.
 //
-// The flow at apply: Parse (or ParseFiles) → Spec; Spec.TemplateHash decides whether a new
-// revision is needed; Compile(spec, generation) → the revision's *nomadapi.Job and its
-// revmeta.Config; CheckTraffic validates traffic against the revisions that exist.
+// The flow at apply: Parse (or ParseFiles) → Spec; control resolves an image's tag and
+// records the digest in Spec.ImageDigest (this package never touches the network);
+// Spec.TemplateHash decides whether a new revision is needed; Compile(spec, generation) →
+// the revision's *nomadapi.Job (running the pinned image) and its revmeta.Config;
+// CheckTraffic validates traffic against the revisions that exist.
 package jobspec
 
 import (
@@ -27,12 +29,26 @@ type Spec struct {
 	RevisionName string   // explicit revision name; "" = <name>-<5-digit generation>
 	Datacenters  []string // default ["*"]
 
-	Image   string   // docker image; exactly one of Image and Command is set
+	Image   string   // docker image as written; exactly one of Image and Command is set
 	Driver  string   // "docker" for Image; "raw_exec" (default) or "exec" for Command
 	Command string   // executable for raw_exec/exec
 	Args    []string // arguments to Command, or to the image's entrypoint
-	Port    int      // container port the app listens on (docker only; default 8080); 0 for commands
+	Port    int      // container port the app listens on (docker bridge only; default 8080); 0 otherwise
+	// Network is the container's network (docker only): "bridge" (the default: its own
+	// network namespace, Port mapped from a free port of the node) or "host" (the node's
+	// network, as a command has: the app listens on $PORT). "" for commands.
+	Network string
 	Env     map[string]string
+
+	// ResolveImage is resolve_image (default true with an image): apply resolves Image's
+	// tag to the digest it names, so the revision keeps running that content when the tag
+	// moves.
+	ResolveImage bool
+	// ImageDigest is the digest ("sha256:…") apply resolved Image's tag to, part of the
+	// template: the same tag on other content is another revision. "" = the revision runs
+	// Image as written (it names a digest itself, or ResolveImage is off). Parse never sets
+	// it; see RunImage.
+	ImageDigest string
 
 	Resources   Resources
 	Concurrency int           // hard per-instance limit; 0 = unlimited
@@ -87,8 +103,24 @@ func (s *Spec) RangeOf(path string) hcl.Range {
 	return s.DefRange
 }
 
-// TemplateHash identifies the revision template: everything but traffic. Re-applying an
-// unchanged spec yields the same hash (no new revision); any other change yields a new one.
+// RunImage is the image reference the revision's task runs: Image pinned to ImageDigest
+// when apply resolved it, else Image as written.
+func (s *Spec) RunImage() (string, error) {
+	if s.ImageDigest == "" {
+		return s.Image, nil
+	}
+	return PinImage(s.Image, s.ImageDigest)
+}
+
+// The container networks of an image service (Spec.Network).
+const (
+	NetworkBridge = "bridge"
+	NetworkHost   = "host"
+)
+
+// TemplateHash identifies the revision template: everything but traffic, and with the image
+// digest apply resolved. Re-applying an unchanged spec whose tag still names the same
+// content yields the same hash (no new revision); any other change yields a new one.
 func (s *Spec) TemplateHash() string {
 	// An explicit view rather than the Spec itself: adding a field to Spec must not change
 	// every existing hash (which would roll every service on upgrade). New fields go here
@@ -99,10 +131,12 @@ func (s *Spec) TemplateHash() string {
 		RevisionName string              `json:"revision_name,omitempty"`
 		Datacenters  []string            `json:"datacenters,omitempty"`
 		Image        string              `json:"image,omitempty"`
+		ImageDigest  string              `json:"image_digest,omitempty"`
 		Driver       string              `json:"driver,omitempty"`
 		Command      string              `json:"command,omitempty"`
 		Args         []string            `json:"args,omitempty"`
 		Port         int                 `json:"port,omitempty"`
+		Network      string              `json:"network,omitempty"` // "" for the default, bridge
 		Env          map[string]string   `json:"env,omitempty"`
 		Resources    Resources           `json:"resources"`
 		Concurrency  int                 `json:"concurrency,omitempty"`
@@ -111,8 +145,8 @@ func (s *Spec) TemplateHash() string {
 		Constraints  []Constraint        `json:"constraints,omitempty"`
 		Autoscaling  revmeta.Autoscaling `json:"autoscaling"`
 	}{
-		s.Name, s.Namespace, s.RevisionName, s.Datacenters, s.Image, s.Driver, s.Command,
-		s.Args, s.Port, s.Env, s.Resources, s.Concurrency, s.Timeout, s.Readiness,
+		s.Name, s.Namespace, s.RevisionName, s.Datacenters, s.Image, s.ImageDigest, s.Driver, s.Command,
+		s.Args, s.Port, hashedNetwork(s.Network), s.Env, s.Resources, s.Concurrency, s.Timeout, s.Readiness,
 		s.Constraints, s.Autoscaling,
 	}
 	b, err := json.Marshal(v)
@@ -123,4 +157,13 @@ func (s *Spec) TemplateHash() string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
+}
+
+// hashedNetwork is Network as TemplateHash sees it: the default, bridge, as absent, so
+// that image specs hashed before network existed keep their hashes.
+func hashedNetwork(n string) string {
+	if n == NetworkBridge {
+		return ""
+	}
+	return n
 }

@@ -205,8 +205,8 @@ func TestCompile(t *testing.T) {
 		t.Errorf("group %s count %d, want count = max(initial, min) = 3", *tg.Name, *tg.Count)
 	case tg.Update == nil || tg.Update.MaxParallel == nil || *tg.Update.MaxParallel != 0:
 		t.Errorf("update %+v: max_parallel must be explicitly 0", tg.Update)
-	case *tg.ShutdownDelay != ShutdownDelay || *tg.Tasks[0].KillTimeout != 45*time.Second:
-		t.Errorf("shutdown delay %v kill timeout %v", *tg.ShutdownDelay, *tg.Tasks[0].KillTimeout)
+	case tg.ShutdownDelay != nil || tg.Tasks[0].ShutdownDelay != ShutdownDelay || *tg.Tasks[0].KillTimeout != 45*time.Second:
+		t.Errorf("group shutdown delay %v, task's %v, kill timeout %v: the delay belongs to the task, with its service", tg.ShutdownDelay, tg.Tasks[0].ShutdownDelay, *tg.Tasks[0].KillTimeout)
 	case tg.Networks[0].DynamicPorts[0].Label != revmeta.PortLabel || tg.Networks[0].DynamicPorts[0].To != 0:
 		t.Errorf("port %+v: raw_exec listens on the dynamic port itself", tg.Networks[0].DynamicPorts[0])
 	case tg.Tasks[0].Env["PORT"] != "${NOMAD_PORT_http}" || tg.Tasks[0].Env["ROUSE_REVISION"] != "c-00012" || tg.Tasks[0].Env["ROUSE_SERVICE"] != "c":
@@ -214,7 +214,10 @@ func TestCompile(t *testing.T) {
 	case tg.Tasks[0].Name != revmeta.Task || tg.Tasks[0].Driver != "raw_exec" || tg.Tasks[0].Config["command"] != "/bin/c":
 		t.Errorf("task %+v", tg.Tasks[0])
 	}
-	svc := tg.Services[0]
+	if len(tg.Services) != 0 || len(tg.Tasks[0].Services) != 1 {
+		t.Fatalf("%d group services, %d task services: the service belongs to the task (registered once it started)", len(tg.Services), len(tg.Tasks[0].Services))
+	}
+	svc := tg.Tasks[0].Services[0]
 	if svc.Name != "c-00012" || svc.Provider != "consul" || svc.PortLabel != revmeta.PortLabel ||
 		!reflect.DeepEqual(svc.Tags, []string{"rouse", "rouse.service=c", "rouse.namespace=default"}) ||
 		svc.Meta[revmeta.MetaReadinessPath] != "/" {
@@ -421,6 +424,53 @@ func TestAutoscalingBoundsAgreeWithValidate(t *testing.T) {
 			t.Errorf("%s: the decoder says %v, Validate says %v", tc.hcl, diags.Errs(), verr)
 		case verr == nil && s.Autoscaling != want:
 			t.Errorf("%s: decoded\n %+v\nwant\n %+v", tc.hcl, s.Autoscaling, want)
+		}
+	}
+}
+
+// network = "host" runs an image in the node's network, as a command runs: no port
+// mapping, $PORT is the port Nomad assigns; bridge (the default) maps port and keeps the
+// hashes of image specs written before network existed.
+func TestImageNetwork(t *testing.T) {
+	bridge := mustParse(t, "service \"n\" {\n  image = \"x@sha256:"+strings.Repeat("a", 64)+"\"\n}\n", nil, nil)
+	host := mustParse(t, "service \"n\" {\n  image   = \"x@sha256:"+strings.Repeat("a", 64)+"\"\n  network = \"host\"\n}\n", nil, nil)
+	if bridge.Network != NetworkBridge || bridge.Port != 8080 || host.Network != NetworkHost || host.Port != 0 {
+		t.Fatalf("bridge %q port %d, host %q port %d", bridge.Network, bridge.Port, host.Network, host.Port)
+	}
+	if bridge.TemplateHash() == host.TemplateHash() {
+		t.Error("network does not change the template hash")
+	}
+	unset := *bridge
+	unset.Network = ""
+	if unset.TemplateHash() != bridge.TemplateHash() {
+		t.Error("the default network changed the hash of image specs written before it existed")
+	}
+	for name, s := range map[string]*Spec{"bridge": bridge, "host": host} {
+		job, _, err := Compile(s, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		task, port := job.TaskGroups[0].Tasks[0], job.TaskGroups[0].Networks[0].DynamicPorts[0]
+		mode, ports := task.Config["network_mode"], task.Config["ports"]
+		switch name {
+		case "bridge":
+			if mode != nil || port.To != 8080 || !reflect.DeepEqual(ports, []string{revmeta.PortLabel}) {
+				t.Errorf("bridge: network_mode %v, port to %d, ports %v", mode, port.To, ports)
+			}
+		case "host":
+			if mode != "host" || port.To != 0 || ports != nil {
+				t.Errorf("host: network_mode %v, port to %d, ports %v", mode, port.To, ports)
+			}
+		}
+	}
+	for src, want := range map[string]string{
+		"service \"n\" {\n  image   = \"x:1\"\n  network = \"overlay\"\n}\n":             `not "overlay"`,
+		"service \"n\" {\n  image   = \"x:1\"\n  network = \"host\"\n  port = 9000\n}\n": "Unexpected port",
+		"service \"n\" {\n  command = \"/x\"\n  network = \"host\"\n}\n":                 "Unexpected network",
+	} {
+		_, diags := parseOne(src, nil, nil)
+		if !diags.HasErrors() || !strings.Contains(diagText(nil, diags), want) {
+			t.Errorf("%q: %s, want an error with %q", src, diagText(nil, diags), want)
 		}
 	}
 }

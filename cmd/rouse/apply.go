@@ -22,7 +22,9 @@ func newApplyCmd(o *rootOptions) *cobra.Command {
 		wait   time.Duration
 		detach bool
 		keep   int
-		out    outputFlag
+		// noResolve is --no-resolve-image: resolve_image = false for this apply.
+		noResolve bool
+		out       outputFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR [-var name=value]...",
@@ -33,8 +35,16 @@ answers its readiness probe, then routes traffic as the spec says (default: 100%
 ready revision). If only traffic changed, it updates the route. If nothing changed, it says
 "unchanged" and registers nothing.
 
-A revision that fails (its task dies, its image cannot be pulled, it is not ready within
---wait) is stopped, the route is left as it was, and apply exits 1 with Nomad's reason.`,
+An image's tag is resolved to its digest first (with this machine's docker credentials), and
+the revision runs that digest: re-pushing the tag changes nothing until the next apply, which
+then creates a new revision. --no-resolve-image (or resolve_image = false in the spec) skips
+this for registries only the Nomad clients can reach; the revision then follows the tag.
+
+A tag that cannot be resolved fails before anything is registered. A revision that fails
+(its task dies, its image cannot be pulled, it is not ready within --wait) is stopped, the
+route is left as it was, and apply exits 1 with Nomad's reason. A revision with
+autoscaling initial = 0 and min = 0 is routed at zero: no instance starts until the first
+request.`,
 		Example: `  rouse apply -f hello.hcl
   rouse apply -f services/hello/ -var image=ghcr.io/acme/hello:1.3
   rouse apply -f hello.hcl --wait 5m -o json`,
@@ -61,6 +71,9 @@ A revision that fails (its task dies, its image cannot be pulled, it is not read
 			if err := settleNamespace(o, cmd, spec); err != nil {
 				return err
 			}
+			if noResolve {
+				spec.ResolveImage = false
+			}
 			c, err := o.client()
 			if err != nil {
 				return err
@@ -78,6 +91,15 @@ A revision that fails (its task dies, its image cannot be pulled, it is not read
 			var ds hcl.Diagnostics
 			if errors.As(err, &ds) {
 				return printDiags(o, parsed, ds)
+			}
+			var ie *control.ImageError
+			if errors.As(err, &ie) {
+				// Point at the image in the spec, as any other error in it.
+				return printDiags(o, parsed, hcl.Diagnostics{{
+					Severity: hcl.DiagError, Summary: "Cannot resolve image",
+					Detail:  ie.Error() + ". Nothing was registered; the route is unchanged.",
+					Subject: spec.RangeOf("image").Ptr(),
+				}})
 			}
 			if err != nil {
 				if errors.Is(err, cmd.Context().Err()) && cmd.Context().Err() != nil {
@@ -103,6 +125,7 @@ A revision that fails (its task dies, its image cannot be pulled, it is not read
 	f.DurationVar(&wait, "wait", control.DefaultWait, "how long a new revision may take to become ready")
 	f.BoolVar(&detach, "detach", false, "register the revision and return without waiting; the route is updated by the next apply once it is ready")
 	f.IntVar(&keep, "keep", control.DefaultKeep, "revisions without traffic to keep; older ones are purged (-1 keeps all)")
+	f.BoolVar(&noResolve, "no-resolve-image", false, "do not resolve the image's tag to a digest (as resolve_image = false): the revision follows the tag")
 	out.register(cmd)
 	_ = cmd.MarkFlagFilename("file", "hcl", "json")
 	return cmd

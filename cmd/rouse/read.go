@@ -131,17 +131,48 @@ func tagText(tag string) string {
 }
 
 func printRevisions(w interface{ Write([]byte) (int, error) }, revs []control.RevisionInfo, now time.Time, indent string) {
+	images := false // the IMAGE column only for services that run images
+	for _, r := range revs {
+		images = images || r.Image != ""
+	}
 	tw := table(w)
-	fmt.Fprintf(tw, "%sNAME\tGEN\tSTATUS\tTRAFFIC\tTAGS\tINSTANCES\tCREATED\tREASON\n", indent)
+	head := "NAME\tGEN\tSTATUS\tTRAFFIC\tTAGS\tINSTANCES\tCREATED"
+	if images {
+		head += "\tIMAGE"
+	}
+	fmt.Fprintf(tw, "%s%s\tREASON\n", indent, head)
 	for _, r := range revs {
 		name := r.Name
 		if r.LatestReady {
 			name += " (latest)"
 		}
-		fmt.Fprintf(tw, "%s%s\t%d\t%s\t%d%%\t%s\t%d/%d\t%s\t%s\n", indent, name, r.Generation, r.Status, r.Percent,
-			dash(strings.Join(r.Tags, ",")), r.Ready, r.Desired, age(r.Created, now), r.Reason)
+		fmt.Fprintf(tw, "%s%s\t%d\t%s\t%d%%\t%s\t%d/%d\t%s", indent, name, r.Generation, r.Status, r.Percent,
+			dash(strings.Join(r.Tags, ",")), r.Ready, r.Desired, age(r.Created, now))
+		if images {
+			fmt.Fprintf(tw, "\t%s", imageText(r.Image, r.ImageDigest))
+		}
+		fmt.Fprintf(tw, "\t%s\n", r.Reason)
 	}
 	_ = tw.Flush()
+}
+
+// imageText is an image and the digest it runs, in one cell:
+// "127.0.0.1:5000/hi:1 @ sha256:3f1c2a…" for a resolved tag, the reference alone when it
+// names its digest itself, "… (follows tag)" when it was not resolved.
+func imageText(image, digest string) string {
+	switch {
+	case image == "":
+		return "-"
+	case digest == "":
+		return image + " (follows tag)"
+	case strings.Contains(image, "@"):
+		return image
+	}
+	short := digest
+	if alg, hex, ok := strings.Cut(digest, ":"); ok && len(hex) > 12 {
+		short = alg + ":" + hex[:12] + "…"
+	}
+	return image + " @ " + short
 }
 
 func newRevisionsCmd(o *rootOptions) *cobra.Command {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -575,22 +576,92 @@ func TestDetachReuseAndGC(t *testing.T) {
 	mustRouse(t, "delete", "keep")
 }
 
-// TestScaleToZeroRevisionStartsOnce: a revision that may scale to zero (min = initial = 0)
-// still gets one instance at creation, to prove it is ready.
-func TestScaleToZeroRevisionStartsOnce(t *testing.T) {
+// TestInitialZeroStartsNothing: a revision with min = initial = 0 is registered at count
+// 0 and routed; apply says so and starts no instance (the first request wakes it).
+func TestInitialZeroStartsNothing(t *testing.T) {
 	spec := writeSpec(t, "zero", `  autoscaling {
     min     = 0
     initial = 0
   }`)
+	start := time.Now()
 	r := mustRouse(t, "apply", "-f", spec, "--wait", "60s")
-	if !strings.Contains(r.stdout, "Done.") {
+	if !strings.Contains(r.stdout, "zero-00001 is routed at zero: no instance started; the first request wakes it") {
 		t.Fatalf("apply: %s", r)
 	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("apply at zero took %s", took)
+	}
 	job, _, err := cluster.Nomad.Jobs().Info("zero-00001", nil)
-	if err != nil || *job.TaskGroups[0].Count != 1 {
+	if err != nil || *job.TaskGroups[0].Count != 0 {
 		t.Fatalf("zero-00001 count: %v %v", job, err)
 	}
+	wantRoute(t, record(t, "zero"), store.RouteTarget{Revision: "zero-00001", Percent: 100})
+	res := decode[control.ApplyResult](t, mustRouse(t, "apply", "-f", spec, "-o", "json"))
+	if res.Outcome != control.OutcomeUnchanged {
+		t.Fatalf("re-apply: %+v", res)
+	}
 	mustRouse(t, "delete", "zero")
+}
+
+// TestImageErrorsAtApply: a tag that cannot be resolved is a spec error pointing at the
+// image, before anything is registered; --no-resolve-image skips the registry, and
+// Nomad's plan still stops a revision no node can run, registering nothing.
+func TestImageErrorsAtApply(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	p := filepath.Join(t.TempDir(), "img.hcl")
+	src := fmt.Sprintf(`service "img" {
+  image = "%s/img:1"
+  autoscaling { initial = 0 }
+  constraint {
+    attribute = "${node.class}"
+    value     = "no-such-class"
+  }
+}
+`, dead)
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := rouse(t, "apply", "-f", p)
+	for _, want := range []string{"Error: Cannot resolve image", p + ":2:", "connection refused", "--no-resolve-image", "Nothing was registered"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("output lacks %q:\n%s", want, r)
+		}
+	}
+	if r.code != 1 || time.Since(start) > 10*time.Second {
+		t.Fatalf("exit %d after %s", r.code, time.Since(start))
+	}
+
+	r = rouse(t, "apply", "-f", p, "--no-resolve-image")
+	if r.code != 1 || !strings.Contains(r.stderr, "nomad cannot place revision img-00001: no node can run it") ||
+		!strings.Contains(r.stderr, "nothing was registered") {
+		t.Fatalf("unplaceable revision: %s", r)
+	}
+	if jobs := jobIDs(t, "img"); len(jobs) != 0 {
+		t.Fatalf("jobs after failed applies: %v", jobs)
+	}
+	if rec := record(t, "img"); rec != nil {
+		t.Fatalf("record after failed applies: %+v", rec)
+	}
+}
+
+func TestImageText(t *testing.T) {
+	d := "sha256:" + strings.Repeat("3f", 32)
+	for _, tc := range [][3]string{
+		{"127.0.0.1:5000/hi:1", d, "127.0.0.1:5000/hi:1 @ sha256:3f3f3f3f3f3f…"},
+		{"127.0.0.1:5000/hi@" + d, d, "127.0.0.1:5000/hi@" + d},
+		{"127.0.0.1:5000/hi:1", "", "127.0.0.1:5000/hi:1 (follows tag)"},
+		{"", "", "-"},
+	} {
+		if got := imageText(tc[0], tc[1]); got != tc[2] {
+			t.Errorf("imageText(%q, %q) = %q, want %q", tc[0], tc[1], got, tc[2])
+		}
+	}
 }
 
 // TestDaemonsStartAndStop: `rouse gateway` and `rouse scaler` come up against the cluster

@@ -37,6 +37,13 @@ const (
 	// spec hash; Nomad's SubmitTime moves with every Jobs.Scale, so it cannot say this.
 	KeyCreated = "rouse.created"
 
+	// KeyImage is the image as the spec wrote it ("127.0.0.1:5000/hi:1"); KeyImageDigest
+	// the digest the revision runs ("sha256:…"): the one apply resolved the tag to, or the
+	// one the image names itself. Both are absent for a command, and the digest for an
+	// image whose tag was not resolved (resolve_image = false).
+	KeyImage       = "rouse.image"
+	KeyImageDigest = "rouse.image_digest"
+
 	KeyConcurrency = "rouse.concurrency" // hard per-instance limit, 0 = unlimited
 	KeyTimeout     = "rouse.timeout"     // per-request timeout
 
@@ -77,6 +84,9 @@ type Config struct {
 	Generation int    `json:"generation"`
 	SpecHash   string `json:"spec_hash"`
 
+	Image       string `json:"image,omitempty"`        // as written; "" for a command
+	ImageDigest string `json:"image_digest,omitempty"` // what it runs; "" when it follows the tag
+
 	Concurrency int           `json:"concurrency"` // container concurrency, 0 = unlimited
 	Timeout     time.Duration `json:"timeout"`
 
@@ -94,7 +104,7 @@ func Defaults(ns, service, revision string) Config {
 // Meta renders the config as Nomad job meta.
 func (c Config) Meta() map[string]string {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
-	return map[string]string{
+	m := map[string]string{
 		KeyService: c.Service, KeyNamespace: c.Namespace, KeyRevision: c.Revision,
 		KeyGeneration: strconv.Itoa(c.Generation), KeySpecHash: c.SpecHash,
 		KeyConcurrency: strconv.Itoa(c.Concurrency), KeyTimeout: c.Timeout.String(),
@@ -105,6 +115,13 @@ func (c Config) Meta() map[string]string {
 		KeyMaxScaleDownRate: f(c.MaxScaleDownRate), KeyScaleToZeroGrace: c.ScaleToZeroGrace.String(),
 		KeyTargetBurstCapacity: f(c.TargetBurstCapacity),
 	}
+	if c.Image != "" {
+		m[KeyImage] = c.Image
+	}
+	if c.ImageDigest != "" {
+		m[KeyImageDigest] = c.ImageDigest
+	}
+	return m
 }
 
 // IsRevision reports whether job meta marks a rouse revision.
@@ -125,6 +142,7 @@ func FromMeta(meta map[string]string) (Config, error) {
 	}
 	c := Defaults(meta[KeyNamespace], meta[KeyService], meta[KeyRevision])
 	c.SpecHash = meta[KeySpecHash]
+	c.Image, c.ImageDigest = meta[KeyImage], meta[KeyImageDigest]
 	if v := meta[KeyMetric]; v != "" {
 		c.Metric = v
 		c.Target = DefaultTarget(v)

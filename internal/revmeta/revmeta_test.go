@@ -28,6 +28,28 @@ func TestMetaRoundTrip(t *testing.T) {
 	}
 }
 
+// TestMetaImage: a revision's image and the digest it runs survive the round trip through
+// job meta; a command's revision has neither key.
+func TestMetaImage(t *testing.T) {
+	c := Defaults("default", "hi", "hi-00001")
+	c.Image, c.ImageDigest = "127.0.0.1:5000/hi:1", "sha256:"+strings.Repeat("ab", 32)
+	m := c.Meta()
+	if m[KeyImage] != c.Image || m[KeyImageDigest] != c.ImageDigest {
+		t.Fatalf("meta %v", m)
+	}
+	got, err := FromMeta(m)
+	if err != nil || got.Image != c.Image || got.ImageDigest != c.ImageDigest {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	m = Defaults("default", "hi", "hi-00001").Meta()
+	if _, ok := m[KeyImage]; ok {
+		t.Fatalf("a command's revision has %s: %v", KeyImage, m)
+	}
+	if _, ok := m[KeyImageDigest]; ok {
+		t.Fatalf("a command's revision has %s: %v", KeyImageDigest, m)
+	}
+}
+
 func TestFromMetaErrors(t *testing.T) {
 	if _, err := FromMeta(map[string]string{"x": "y"}); err == nil {
 		t.Fatal("non-revision meta accepted")
