@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/internal/gauges"
 	"github.com/rouse-run/rouse/internal/harness/poll"
+	"github.com/rouse-run/rouse/internal/harness/registry"
 	"github.com/rouse-run/rouse/internal/harness/testcluster"
 	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/jobspec"
@@ -38,7 +40,7 @@ var plat *platform
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
 
 func runTests(m *testing.M) int {
-	c, err := testcluster.Start(testcluster.Options{})
+	c, err := testcluster.Start(testcluster.Options{Docker: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -66,7 +68,8 @@ type platform struct {
 	sc      *scaler.Scaler
 	ctl     *control.Client
 	http    *http.Client
-	apps    string // folder holding the example binaries under their own names
+	apps    string            // folder holding the example binaries under their own names
+	images  map[string]string // example app → its image in the cluster's registry (a tag)
 	logPath string
 	stop    func()
 
@@ -83,7 +86,7 @@ type deleteKey struct {
 const domain = "localhost"
 
 func startPlatform(c *testcluster.Cluster) (*platform, error) {
-	p := &platform{c: c, apps: filepath.Join(c.Dir, "apps"), logPath: filepath.Join(c.Dir, "rouse.log"), deletes: map[deleteKey]bool{}, explained: map[*testing.T]bool{}}
+	p := &platform{c: c, apps: filepath.Join(c.Dir, "apps"), images: map[string]string{}, logPath: filepath.Join(c.Dir, "rouse.log"), deletes: map[deleteKey]bool{}, explained: map[*testing.T]bool{}}
 	// The specs run ${bin}/hello and ${bin}/autoscale: link the built binaries under those names.
 	if err := os.MkdirAll(p.apps, 0o755); err != nil {
 		return nil, err
@@ -96,6 +99,9 @@ func startPlatform(c *testcluster.Cluster) (*platform, error) {
 		if err := os.Symlink(bin, filepath.Join(p.apps, name)); err != nil {
 			return nil, err
 		}
+	}
+	if err := p.pushImages(); err != nil {
+		return nil, err
 	}
 	logger, err := devd.FileLogger(p.logPath)
 	if err != nil {
@@ -141,6 +147,59 @@ func startPlatform(c *testcluster.Cluster) (*platform, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return p, nil
+}
+
+// pushImages builds the example apps statically and pushes each as an image to the
+// cluster's registry: what the docker variants of the tests run.
+func (p *platform) pushImages() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	reg, err := p.c.Registry(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range []string{"hello", "autoscale"} {
+		bin := filepath.Join(p.c.Dir, "static", name)
+		if err := registry.BuildStatic("./examples/"+name, bin); err != nil {
+			return err
+		}
+		ref, err := reg.Push(ctx, name+":e2e", registry.Image{Binary: bin})
+		if err != nil {
+			return err
+		}
+		p.images[name] = ref.Tag
+	}
+	return nil
+}
+
+// workload is one way a test's service runs: the same example app as a raw_exec binary or
+// as an image, so that every end-to-end behaviour is proven for both drivers.
+type workload struct {
+	name   string // subtest name
+	suffix string // added to service names, so that variants never share one
+	what   func(app string) string
+}
+
+func (p *platform) workloads() []workload {
+	return []workload{
+		{name: "raw_exec", what: func(app string) string { return fmt.Sprintf(`command = "${var.bin}/%s"`, app) }},
+		{name: "docker", suffix: "-img", what: func(app string) string { return fmt.Sprintf("image = %q", p.images[app]) }},
+	}
+}
+
+// hostImage runs the image in the node's network (network = "host"): no network
+// namespace to set up, no port mapping, the fast wake docs/spec.md offers.
+func (p *platform) hostImage() workload {
+	return workload{name: "docker-host", suffix: "-host", what: func(app string) string {
+		return fmt.Sprintf("image = %q\n  network = \"host\"", p.images[app])
+	}}
+}
+
+// eachWorkload runs f as a subtest per workload.
+func eachWorkload(t *testing.T, f func(t *testing.T, w workload)) {
+	for _, w := range plat.workloads() {
+		t.Run(w.name, func(t *testing.T) { f(t, w) })
+	}
 }
 
 func (p *platform) gatewayRegistered() bool {
@@ -225,7 +284,9 @@ func (p *platform) deleteAtEnd(t *testing.T, ns, svc string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 		defer cancel()
-		if _, err := p.ctl.Delete(ctx, ns, svc, 40*time.Second, nil); err != nil {
+		// A test that deleted the service itself has left nothing to delete.
+		var gone *control.NotFoundError
+		if _, err := p.ctl.Delete(ctx, ns, svc, 40*time.Second, nil); err != nil && !errors.As(err, &gone) {
 			t.Errorf("delete %s: %v", svc, err)
 		}
 	})
@@ -317,6 +378,49 @@ func (p *platform) atZero(rev string, stopped bool) error {
 		return nil
 	}
 	return fmt.Errorf("nomad count %d, running %d; gateway ready %d, held %d", d, r, g.Ready, g.Held)
+}
+
+// wakePhases splits one wake of rev, from the request sent at sent to its answer at done,
+// into where the time went: sent → the allocation placed (the gateway's activation, the
+// scaler's Jobs.Scale, Nomad's evaluation and placement), placed → the task started (the
+// driver: for docker, creating and starting the container and its network), started →
+// answered (Consul registration, the gateway's probe, the app's first answer).
+func (p *platform) wakePhases(rev string, sent, done time.Time) ([3]time.Duration, error) {
+	var ph [3]time.Duration
+	stubs, _, err := p.c.Nomad.Jobs().Allocations(rev, true, &nomadapi.QueryOptions{})
+	if err != nil {
+		return ph, err
+	}
+	var newest *nomadapi.AllocationListStub
+	for _, a := range stubs {
+		if newest == nil || a.CreateTime > newest.CreateTime {
+			newest = a
+		}
+	}
+	if newest == nil {
+		return ph, fmt.Errorf("%s has no allocation", rev)
+	}
+	placed := time.Unix(0, newest.CreateTime)
+	// The list's task states carry no events; the allocation itself does, once the client
+	// has sent its update (it batches them: the answer can come first).
+	var started time.Time
+	for deadline := time.Now().Add(5 * time.Second); started.IsZero(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return ph, fmt.Errorf("allocation %s of %s has no Started event after 5s", newest.ID, rev)
+		}
+		alloc, _, err := p.c.Nomad.Allocations().Info(newest.ID, &nomadapi.QueryOptions{})
+		if err != nil {
+			return ph, err
+		}
+		for _, ts := range alloc.TaskStates {
+			for _, ev := range ts.Events {
+				if ev.Type == nomadapi.TaskStarted {
+					started = time.Unix(0, ev.Time)
+				}
+			}
+		}
+	}
+	return [3]time.Duration{placed.Sub(sent), started.Sub(placed), done.Sub(started)}, nil
 }
 
 // decisions is the scaler's /decisions page, for failure messages.
