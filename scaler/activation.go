@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -52,6 +53,27 @@ func (s *Scaler) trackGateways(ctx context.Context, gws []gateway) {
 			delete(p.running, addr)
 		}
 	}
+}
+
+// watchGateways keeps a long poll at every healthy gateway, following Consul's list of
+// them with a blocking query until ctx ends: a gateway is heard from the moment it passes
+// its check. Without it (a source that cannot block: tests) the tick tracks them.
+func (s *Scaler) watchGateways(ctx context.Context, w gatewayWatcher) {
+	watchloop.Run(ctx, watchloop.Config{
+		Clock: s.clock, Backoff: watchloop.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second},
+		OnError: func(err error, failures int, _ time.Duration) {
+			if failures == 1 {
+				s.log.Warn("watching the gateways failed; keeping the long polls as they are until Consul answers", zap.Error(err))
+			}
+		},
+	}, func(ctx context.Context, index uint64) (uint64, error) {
+		gws, next, err := w.WatchGateways(ctx, index)
+		if err != nil {
+			return 0, err
+		}
+		s.trackGateways(ctx, gws)
+		return next, nil
+	})
 }
 
 func (s *Scaler) stopPollers() {
@@ -119,9 +141,7 @@ func (s *Scaler) recheck(ctx context.Context, r *revision, need int, since time.
 		s.mu.Unlock()
 		return
 	}
-	if idx > r.countIndex {
-		s.table.setCount(r, count, idx)
-	}
+	s.table.setCount(r, count, idx)
 	up := r.nomad < need
 	from := r.nomad
 	if up {
@@ -155,50 +175,145 @@ func (s *Scaler) onActivations(ctx context.Context, gw gateway, acts []gauges.Ac
 	now := s.clock.Now()
 	var wg sync.WaitGroup
 	for _, a := range acts {
-		s.mu.Lock()
-		if s.table == nil {
-			s.mu.Unlock()
-			return
-		}
-		if r := s.table.byRev[revKey{a.Namespace, a.Revision}]; r != nil && r.inBackoff(now) {
-			s.mu.Unlock()
-			continue // it failed to start: nothing wakes it before its backoff passes
-		}
-		r, from, up := s.table.activate(now, a)
-		if up {
-			markActivated(r, a.Held)
-		}
-		s.mu.Unlock()
-		if r == nil {
-			// Not listed yet (a revision registered since the last tick): tick now.
-			select {
-			case s.kick <- struct{}{}:
-			default:
-			}
-			continue
-		}
-		if !up {
-			// We believe the count already covers the held requests. It may have been
-			// changed from outside (nomad job scale) since the last listing: re-read it,
-			// at most once a second per revision, rather than wait for the tick.
-			s.mu.Lock()
-			recheck := r.countIndex != 0 && now.Sub(r.rechecked) >= time.Second
-			if recheck {
-				r.rechecked = now
-			}
-			// Held requests and a count that should cover them: follow the allocations,
-			// in case they are failing.
-			s.watchLocked(r)
-			s.mu.Unlock()
-			if recheck {
-				need := from
-				wg.Go(func() { s.recheck(ctx, r, need, now) })
-			}
-			continue
-		}
-		s.log.Info("activating", zap.String("revision", a.Namespace+"/"+a.Revision), zap.Int64("held", a.Held),
-			zap.Int("from", from), zap.String("gateway", gw.id))
-		wg.Go(func() { s.scaleActivated(ctx, r, now) })
+		wg.Go(func() { s.activate(ctx, gw, a, now) })
 	}
 	wg.Wait()
+}
+
+// activate handles one revision's held requests.
+func (s *Scaler) activate(ctx context.Context, gw gateway, a gauges.Activation, now time.Time) {
+	k := revKey{a.Namespace, a.Revision}
+	if !s.know(ctx, k, now) {
+		// Not a revision Nomad has (or Nomad did not answer): the tick looks again.
+		s.kickTick()
+		return
+	}
+	s.mu.Lock()
+	if s.table == nil {
+		s.mu.Unlock()
+		return
+	}
+	if r := s.table.byRev[k]; r != nil && r.inBackoff(now) {
+		s.mu.Unlock()
+		return // it failed to start: nothing wakes it before its backoff passes
+	}
+	r, from, up := s.table.activate(now, a)
+	if up {
+		markActivated(r, a.Held)
+	}
+	s.mu.Unlock()
+	if r == nil {
+		s.kickTick() // gone again meanwhile (a scale error forgot its count)
+		return
+	}
+	if !up {
+		// We believe the count already covers the held requests. It may have been
+		// changed from outside (nomad job scale) since the last listing: re-read it,
+		// at most once a second per revision, rather than wait for the tick.
+		s.mu.Lock()
+		recheck := r.countIndex != 0 && now.Sub(r.rechecked) >= time.Second
+		if recheck {
+			r.rechecked = now
+		}
+		// Held requests and a count that should cover them: follow the allocations,
+		// in case they are failing.
+		s.watchLocked(r)
+		s.mu.Unlock()
+		if recheck {
+			s.recheck(ctx, r, from, now)
+		}
+		return
+	}
+	s.log.Info("activating", zap.String("revision", a.Namespace+"/"+a.Revision), zap.Int64("held", a.Held),
+		zap.Int("from", from), zap.String("gateway", gw.id))
+	s.scaleActivated(ctx, r, now)
+}
+
+// know makes sure the table knows revision k and its count, reading the job from Nomad
+// when it does not: the first activation of a revision registered since the last listing
+// (autoscaling { initial = 0 }: apply routes a revision at zero ~20 ms after registering
+// it, and the job watch lists at most once a tick), or of one whose count is not known
+// yet. One read per revision at a time: an activation from a second gateway waits for
+// it. A miss is not read again before lookupRetry. A revision in its failure backoff
+// counts as known (nothing wakes it), and so does nothing outside the namespaces the
+// scaler serves.
+func (s *Scaler) know(ctx context.Context, k revKey, now time.Time) bool {
+	s.mu.Lock()
+	t := s.table
+	if t == nil {
+		s.mu.Unlock()
+		return false
+	}
+	if r := t.byRev[k]; r != nil && (r.countIndex != 0 || r.inBackoff(now)) {
+		s.mu.Unlock()
+		return true
+	}
+	if !s.serves(k.ns) {
+		s.mu.Unlock()
+		return false
+	}
+	jk := jobKey{k.ns, k.rev} // a revision's job: its name, in its namespace
+	if r := t.byRev[k]; r != nil {
+		jk = r.job
+	}
+	l := t.lookups[k]
+	switch {
+	case l == nil || (!l.ended.IsZero() && now.Sub(l.ended) >= lookupRetry):
+		l = &lookup{done: make(chan struct{})}
+		t.lookups[k] = l
+		s.mu.Unlock()
+		s.lookUp(ctx, t, k, jk, l)
+	case l.ended.IsZero():
+		s.mu.Unlock()
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+			return false
+		}
+	default:
+		s.mu.Unlock()
+		return false // read moments ago, and not there
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := t.byRev[k]
+	return s.table == t && r != nil && (r.countIndex != 0 || r.inBackoff(now))
+}
+
+// lookUp reads job jk for revision k into table t (know).
+func (s *Scaler) lookUp(ctx context.Context, t *table, k revKey, jk jobKey, l *lookup) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	stub, count, err := s.jobs.Job(cctx, jk)
+	cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l.ended = s.clock.Now()
+	close(l.done)
+	switch {
+	case s.table != t: // leadership lost meanwhile
+	case err != nil:
+		s.log.Debug("could not read an activated revision's job; the tick will list it",
+			zap.String("revision", k.String()), zap.Error(err))
+	default:
+		if r := t.learn(k, stub, count); r == nil {
+			s.log.Debug("activated revision's job is no revision to scale", zap.String("revision", k.String()),
+				zap.String("namespace", jk.ns), zap.String("job", jk.id))
+		} else if r.unlisted {
+			s.log.Info("read an activated revision the job listing does not have yet", zap.String("revision", k.String()),
+				zap.Int("count", count))
+		}
+	}
+}
+
+// serves reports whether the scaler scales revisions in Nomad namespace ns.
+func (s *Scaler) serves(ns string) bool {
+	return slices.Contains(s.cfg.Namespaces, "*") || slices.Contains(s.cfg.Namespaces, ns)
+}
+
+// kickTick asks the leader's loop for a tick now.
+func (s *Scaler) kickTick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }

@@ -51,7 +51,7 @@ func BenchmarkTick10k(b *testing.B) {
 	t := newTable(kpa.Options{Granularity: 2 * time.Second}, zap.NewNop())
 	stubs := benchStubs()
 	now := time.Unix(1_700_000_000, 0)
-	t.sync(stubs)
+	t.sync(listing{stubs: stubs})
 	for _, r := range t.byJob {
 		t.setCount(r, r.ready, r.cfgIndex)
 	}
@@ -70,7 +70,7 @@ func BenchmarkTick10k(b *testing.B) {
 			rep.At = now
 			reps = append(reps, rep)
 		}
-		t.sync(stubs)
+		t.sync(listing{stubs: stubs})
 		data, partial, rpsPartial := t.observe(reps, 0)
 		t.decide(now, data, partial, rpsPartial, &counts)
 		_ = t.snapshot()

@@ -213,13 +213,9 @@ func (s *Scaler) failureTick(now time.Time) (del []revKey) {
 	t := s.table
 	if t.stored != nil {
 		for k, f := range t.stored {
-			r := t.byRev[k]
-			if r == nil || (f.JobCreateIndex != 0 && f.JobCreateIndex != r.created) {
+			if r := t.byRev[k]; r == nil || !adoptFailure(r, f) {
 				del = append(del, k)
-				continue
 			}
-			fc := f
-			r.failure, r.failedUntil, r.attempts = &fc, f.RetryAt, f.Attempt
 		}
 		t.stored = nil
 	}
@@ -246,6 +242,16 @@ func (s *Scaler) failureTick(now time.Time) (del []revKey) {
 		}
 	}
 	return del
+}
+
+// adoptFailure gives r the record a previous leader left for it, unless the record is of
+// an earlier job of the same name (then it reports false: the record is stale).
+func adoptFailure(r *revision, f store.Failure) bool {
+	if f.JobCreateIndex != 0 && f.JobCreateIndex != r.created {
+		return false
+	}
+	r.failure, r.failedUntil, r.attempts = &f, f.RetryAt, f.Attempt
+	return true
 }
 
 // deleteFailures removes failure records (best effort: a leftover is ignored once its

@@ -21,9 +21,12 @@ type fakeNomad struct {
 	jobs     map[jobKey]*fakeJob
 	index    uint64
 	scaleErr error
+	countErr error         // Count fails with it
+	jobGate  chan struct{} // non-nil: Job waits for it to close (or receive)
 	calls    []scaleCall
 	scaled   chan scaleCall
 	counts   int
+	infos    int // Job calls
 	lists    int
 	blocked  int // List calls waiting for the index to move
 	changed  chan struct{}
@@ -34,6 +37,7 @@ type fakeJob struct {
 	count, running int
 	index, create  uint64
 	lagRunning     bool // running stays where it was until set by the test
+	unlisted       bool // registered, but listings do not show it yet (listed ends that)
 }
 
 type scaleCall struct {
@@ -59,10 +63,35 @@ func (f *fakeNomad) add(cfg revmeta.Config, count int) jobKey {
 	return k
 }
 
+// addUnlisted registers a job that listings do not show yet: they answer as of an index
+// before its creation, as a job watch waiting out its tick does.
+func (f *fakeNomad) addUnlisted(cfg revmeta.Config, count int) jobKey {
+	k := f.add(cfg, count)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.jobs[k].unlisted = true
+	return k
+}
+
+// listed lets listings show k.
+func (f *fakeNomad) listed(k jobKey) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.jobs[k].unlisted = false
+	f.bump()
+}
+
 func (f *fakeNomad) count(k jobKey) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.jobs[k].count
+}
+
+// jobReads is how many Job calls were made.
+func (f *fakeNomad) jobReads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.infos
 }
 
 // scaleCalls is a copy of the Scale calls Nomad accepted so far.
@@ -98,11 +127,16 @@ func (f *fakeNomad) List(ctx context.Context, _ string, waitIndex uint64) ([]*no
 		f.blocked--
 	}
 	var out []*nomadapi.JobListStub
+	index := f.index
 	for k, j := range f.jobs {
+		if j.unlisted {
+			index = min(index, j.create-1)
+			continue
+		}
 		out = append(out, &nomadapi.JobListStub{ID: k.id, Namespace: k.ns, Meta: j.meta, JobModifyIndex: j.index, CreateIndex: j.create,
 			JobSummary: &nomadapi.JobSummary{Summary: map[string]nomadapi.TaskGroupSummary{revmeta.Group: {Running: j.running}}}})
 	}
-	return out, f.index, nil
+	return out, index, nil
 }
 
 // bump moves the index on and wakes blocking lists; f.mu held.
@@ -117,11 +151,35 @@ func (f *fakeNomad) Count(ctx context.Context, k jobKey) (int, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.counts++
+	if f.countErr != nil {
+		return 0, 0, f.countErr
+	}
 	j, ok := f.jobs[k]
 	if !ok {
 		return 0, 0, errors.New("job not found")
 	}
 	return j.count, j.index, nil
+}
+
+func (f *fakeNomad) Job(ctx context.Context, k jobKey) (*nomadapi.JobListStub, int, error) {
+	f.mu.Lock()
+	f.infos++
+	gate := f.jobGate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.jobs[k]
+	if !ok {
+		return nil, 0, errors.New("Unexpected response code: 404 (job not found)")
+	}
+	return &nomadapi.JobListStub{ID: k.id, Namespace: k.ns, Meta: j.meta, JobModifyIndex: j.index, CreateIndex: j.create}, j.count, nil
 }
 
 func (f *fakeNomad) Scale(ctx context.Context, k jobKey, n int, msg string, meta map[string]any) (uint64, error) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
@@ -32,10 +33,33 @@ type consulGateways struct {
 
 var _ gatewaySource = consulGateways{}
 
+// gatewayWatcher is a gatewaySource that can also wait for the healthy gateways to
+// change (a blocking query): the leader then starts its /activations long poll at a
+// gateway as soon as the gateway passes its check, not at the next tick.
+type gatewayWatcher interface {
+	gatewaySource
+	// WatchGateways answers once the list's index passes waitIndex (at once for 0).
+	WatchGateways(ctx context.Context, waitIndex uint64) ([]gateway, uint64, error)
+}
+
+var _ gatewayWatcher = consulGateways{}
+
+// gatewayWait bounds one blocking query for the gateways; Consul answers earlier on any change.
+const gatewayWait = 5 * time.Minute
+
 func (g consulGateways) Gateways(ctx context.Context) ([]gateway, error) {
-	es, _, err := g.c.Health().Service(g.service, "", true, (&consulapi.QueryOptions{}).WithContext(ctx))
+	gws, _, err := g.WatchGateways(ctx, 0)
+	return gws, err
+}
+
+func (g consulGateways) WatchGateways(ctx context.Context, waitIndex uint64) ([]gateway, uint64, error) {
+	q := &consulapi.QueryOptions{WaitIndex: waitIndex}
+	if waitIndex > 0 {
+		q.WaitTime = gatewayWait
+	}
+	es, qm, err := g.c.Health().Service(g.service, "", true, q.WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("consul: healthy %s instances: %w", g.service, err)
+		return nil, 0, fmt.Errorf("consul: healthy %s instances: %w", g.service, err)
 	}
 	out := make([]gateway, 0, len(es))
 	for _, e := range es {
@@ -45,7 +69,7 @@ func (g consulGateways) Gateways(ctx context.Context) ([]gateway, error) {
 		}
 		out = append(out, gateway{id: e.Service.ID, addr: net.JoinHostPort(host, strconv.Itoa(e.Service.Port))})
 	}
-	return out, nil
+	return out, qm.LastIndex, nil
 }
 
 // fetchGauges reads /gauges from every gateway at once. A gateway that fails or is slow is

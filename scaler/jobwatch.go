@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	nomadapi "github.com/hashicorp/nomad/api"
 	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/internal/watchloop"
@@ -17,13 +16,13 @@ import (
 // a busy one pays it at most once a tick.
 type jobWatch struct {
 	mu      sync.Mutex
-	byNS    map[string][]*nomadapi.JobListStub
+	byNS    map[string]listing
 	pending int           // namespaces not listed yet
 	ready   chan struct{} // closed once every namespace was listed
 }
 
 func (s *Scaler) startJobWatch(ctx context.Context) *jobWatch {
-	w := &jobWatch{byNS: map[string][]*nomadapi.JobListStub{}, pending: len(s.cfg.Namespaces), ready: make(chan struct{})}
+	w := &jobWatch{byNS: map[string]listing{}, pending: len(s.cfg.Namespaces), ready: make(chan struct{})}
 	for _, ns := range s.cfg.Namespaces {
 		go s.watchNamespace(ctx, w, ns)
 	}
@@ -46,12 +45,12 @@ func (s *Scaler) watchNamespace(ctx context.Context, w *jobWatch, ns string) {
 		if err != nil {
 			return 0, err
 		}
-		w.publish(ns, stubs)
+		w.publish(ns, listing{stubs, next})
 		return next, nil
 	})
 }
 
-func (w *jobWatch) publish(ns string, stubs []*nomadapi.JobListStub) {
+func (w *jobWatch) publish(ns string, l listing) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.byNS[ns]; !ok {
@@ -60,21 +59,26 @@ func (w *jobWatch) publish(ns string, stubs []*nomadapi.JobListStub) {
 			close(w.ready)
 		}
 	}
-	w.byNS[ns] = stubs
+	w.byNS[ns] = l
 }
 
-// jobs returns the latest listing of every namespace, waiting for the first one.
-func (w *jobWatch) jobs(ctx context.Context) ([]*nomadapi.JobListStub, bool) {
+// jobs returns the latest listing of every namespace, waiting for the first one; its
+// index is the oldest of theirs.
+func (w *jobWatch) jobs(ctx context.Context) (listing, bool) {
 	select {
 	case <-w.ready:
 	case <-ctx.Done():
-		return nil, false
+		return listing{}, false
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var all []*nomadapi.JobListStub
-	for _, stubs := range w.byNS {
-		all = append(all, stubs...)
+	var all listing
+	first := true
+	for _, l := range w.byNS {
+		all.stubs = append(all.stubs, l.stubs...)
+		if first || l.index < all.index {
+			all.index, first = l.index, false
+		}
 	}
 	return all, true
 }

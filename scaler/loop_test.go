@@ -345,9 +345,9 @@ func TestJobWatchListsOnChangeAtMostOncePerTick(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := s.startJobWatch(ctx)
-	stubs, ok := w.jobs(ctx)
-	if !ok || len(stubs) != 1 {
-		t.Fatalf("first listing: %v %v", stubs, ok)
+	l, ok := w.jobs(ctx)
+	if !ok || len(l.stubs) != 1 {
+		t.Fatalf("first listing: %v %v", l.stubs, ok)
 	}
 	// After each listing the watch waits out the rest of its tick on the clock.
 	waitingOutTick := func() {
@@ -387,9 +387,9 @@ func TestJobWatchListsOnChangeAtMostOncePerTick(t *testing.T) {
 	// one starts at once, and waits.
 	nomad.add(revCfg("svc-00002", nil), 1)
 	poll.Until(t, 5*time.Second, "the new job listed, and the next blocking list waiting", func() error {
-		stubs, _ := w.jobs(ctx)
-		if lists, blocked := nomad.listing(); len(stubs) != 2 || lists != 3 || blocked != 1 {
-			return fmt.Errorf("%d jobs listed; %d listings, %d blocked", len(stubs), lists, blocked)
+		l, _ := w.jobs(ctx)
+		if lists, blocked := nomad.listing(); len(l.stubs) != 2 || lists != 3 || blocked != 1 {
+			return fmt.Errorf("%d jobs listed; %d listings, %d blocked", len(l.stubs), lists, blocked)
 		}
 		return nil
 	})
@@ -410,8 +410,8 @@ func TestJobWatchListsOnChangeAtMostOncePerTick(t *testing.T) {
 		waitingOutTick()
 		listings(before + 1)
 	}
-	if stubs, _ := w.jobs(ctx); len(stubs) != 3+5*3 {
-		t.Fatalf("%d jobs listed, want %d", len(stubs), 3+5*3)
+	if l, _ := w.jobs(ctx); len(l.stubs) != 3+5*3 {
+		t.Fatalf("%d jobs listed, want %d", len(l.stubs), 3+5*3)
 	}
 }
 

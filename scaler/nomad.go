@@ -20,6 +20,9 @@ type jobsAPI interface {
 	List(ctx context.Context, namespace string, waitIndex uint64) ([]*nomadapi.JobListStub, uint64, error)
 	// Count returns the group's count and the job's JobModifyIndex.
 	Count(ctx context.Context, job jobKey) (count int, index uint64, err error)
+	// Job reads one job as the listing would show it (meta, indexes, Stop) and the
+	// group's count (at the stub's JobModifyIndex): a revision the listing has not yet.
+	Job(ctx context.Context, job jobKey) (*nomadapi.JobListStub, int, error)
 	// Scale sets the group's count and returns the job's new JobModifyIndex.
 	Scale(ctx context.Context, job jobKey, count int, message string, meta map[string]any) (uint64, error)
 }
@@ -51,6 +54,30 @@ func (n nomadJobs) Count(ctx context.Context, job jobKey) (int, uint64, error) {
 		return 0, 0, fmt.Errorf("job %s has no group %q", job.id, revmeta.Group)
 	}
 	return g.Desired, st.JobModifyIndex, nil
+}
+
+func (n nomadJobs) Job(ctx context.Context, job jobKey) (*nomadapi.JobListStub, int, error) {
+	q := (&nomadapi.QueryOptions{Namespace: job.ns}).WithContext(ctx)
+	j, _, err := n.c.Jobs().Info(job.id, q)
+	if err != nil {
+		return nil, 0, err
+	}
+	stub := &nomadapi.JobListStub{ID: deref(j.ID), Namespace: deref(j.Namespace), Meta: j.Meta, Stop: deref(j.Stop),
+		CreateIndex: deref(j.CreateIndex), JobModifyIndex: deref(j.JobModifyIndex)}
+	for _, g := range j.TaskGroups {
+		if deref(g.Name) == revmeta.Group {
+			return stub, deref(g.Count), nil
+		}
+	}
+	return nil, 0, fmt.Errorf("job %s has no group %q", job.id, revmeta.Group)
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
 
 func (n nomadJobs) Scale(ctx context.Context, job jobKey, count int, message string, meta map[string]any) (uint64, error) {

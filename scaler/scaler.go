@@ -14,8 +14,10 @@
 //  3. decides, and calls Jobs.Scale only for the counts that change, with a message and
 //     meta that `nomad job history`/scaling events show.
 //
-// Beside the tick, it long-polls every gateway's /activations: a revision at zero that
-// holds requests is scaled to what they need at once (the activation path). While a
+// Beside the tick, it long-polls every healthy gateway's /activations (the gateways
+// followed with a blocking query of Consul, so one is heard as soon as it passes its check):
+// a revision at zero that holds requests is scaled to what they need at once (the
+// activation path), read from Nomad first if the job listing does not have it yet. While a
 // revision wakes with nothing ready it follows the revision's allocations; a wake whose
 // every allocation failed is published to the gateways (a store.Failure in Consul KV, so
 // they answer its held requests 503 with the reason at once), scaled back to 0 and not
@@ -40,7 +42,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	nomadapi "github.com/hashicorp/nomad/api"
 	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/internal/clock"
@@ -67,9 +68,12 @@ type Scaler struct {
 	// watchJobs: list Nomad jobs with index-driven blocking queries (New) rather than
 	// once per tick.
 	watchJobs bool
-	leading   atomic.Bool
-	kick      chan struct{} // size 1: "tick now" (an activation for a revision not listed yet)
-	pollers   pollers
+	// watchGws: the gateways' long polls follow a blocking query of Consul (New), not the
+	// tick's list.
+	watchGws bool
+	leading  atomic.Bool
+	kick     chan struct{} // size 1: "tick now" (an activation for a revision Nomad did not give)
+	pollers  pollers
 
 	gwMu      sync.Mutex
 	gwFailing map[string]bool // gateways whose outage was logged
@@ -90,6 +94,7 @@ func New(cfg Config) (*Scaler, error) {
 		return nil, err
 	}
 	s.watchJobs = true
+	_, s.watchGws = s.gws.(gatewayWatcher)
 	s.allocs = nomadJobs{cfg.Nomad}
 	s.fails = store.New(cfg.Consul)
 	host, port := "", 0
@@ -216,6 +221,11 @@ func (s *Scaler) lead(ctx context.Context) {
 		s.metrics.leader.Set(0)
 		s.metrics.revisionStates.Store(nil) // a standby reports no revision
 	}()
+	var bg sync.WaitGroup
+	defer bg.Wait() // before stopPollers: nothing starts a poller after it
+	if w, ok := s.gws.(gatewayWatcher); ok && s.watchGws {
+		bg.Go(func() { s.watchGateways(ctx, w) })
+	}
 	jobs := s.listJobs
 	if s.watchJobs {
 		jobs = s.startJobWatch(ctx).jobs
@@ -235,14 +245,14 @@ func (s *Scaler) lead(ctx context.Context) {
 }
 
 // tick is one round: read, decide, scale. jobs gives the latest job listing.
-func (s *Scaler) tick(ctx context.Context, jobs func(context.Context) ([]*nomadapi.JobListStub, bool)) {
+func (s *Scaler) tick(ctx context.Context, jobs func(context.Context) (listing, bool)) {
 	start := s.clock.Now()
 	defer func() { s.metrics.tickDuration.Observe(s.clock.Now().Sub(start).Seconds()) }()
 
 	var (
 		reports []gauges.Report
 		failed  int
-		stubs   []*nomadapi.JobListStub
+		list    listing
 		listed  bool
 		wg      sync.WaitGroup
 	)
@@ -253,13 +263,15 @@ func (s *Scaler) tick(ctx context.Context, jobs func(context.Context) ([]*nomada
 			s.log.Warn("could not list gateways; holding counts", zap.Error(err))
 			return
 		}
-		s.trackGateways(ctx, gws)
+		if !s.watchGws {
+			s.trackGateways(ctx, gws)
+		}
 		reports, failed = s.fetchGauges(ctx, gws)
 	})
 	wg.Go(func() {
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		stubs, listed = jobs(lctx)
+		list, listed = jobs(lctx)
 	})
 	wg.Wait()
 	if ctx.Err() != nil {
@@ -271,7 +283,7 @@ func (s *Scaler) tick(ctx context.Context, jobs func(context.Context) ([]*nomada
 	}
 
 	s.mu.Lock()
-	need := s.table.sync(stubs)
+	need := s.table.sync(list)
 	s.mu.Unlock()
 	s.fetchCounts(ctx, need)
 
@@ -280,6 +292,7 @@ func (s *Scaler) tick(ctx context.Context, jobs func(context.Context) ([]*nomada
 	s.mu.Lock()
 	data, partial, rpsPartial := s.table.observe(reports, failed)
 	stale := s.failureTick(now)
+	s.table.pruneLookups(now)
 	changed := s.table.decide(now, data, partial, rpsPartial, &counts)
 	snap := s.table.snapshot()
 	s.mu.Unlock()
@@ -304,15 +317,18 @@ func (s *Scaler) tick(ctx context.Context, jobs func(context.Context) ([]*nomada
 }
 
 // listJobs lists every namespace now: the tick's source when no watch runs (tests).
-func (s *Scaler) listJobs(ctx context.Context) ([]*nomadapi.JobListStub, bool) {
-	var all []*nomadapi.JobListStub
-	for _, ns := range s.cfg.Namespaces {
-		stubs, _, err := s.jobs.List(ctx, ns, 0)
+func (s *Scaler) listJobs(ctx context.Context) (listing, bool) {
+	var all listing
+	for i, ns := range s.cfg.Namespaces {
+		stubs, idx, err := s.jobs.List(ctx, ns, 0)
 		if err != nil {
 			s.log.Warn("listing revision jobs failed", zap.String("namespace", ns), zap.Error(err))
-			return nil, false
+			return listing{}, false
 		}
-		all = append(all, stubs...)
+		all.stubs = append(all.stubs, stubs...)
+		if i == 0 || idx < all.index {
+			all.index = idx
+		}
 	}
 	return all, true
 }

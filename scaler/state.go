@@ -34,6 +34,8 @@ type revision struct {
 	nomad      int    // the count Nomad has, as of countIndex
 	countIndex uint64 // JobModifyIndex at which nomad is known; 0 = unknown, fetch it
 	seen       uint64 // the listing generation that last had this job
+	unlisted   bool   // read from Nomad for an activation (learn); no listing had it yet
+	learnedGen uint64 // the listing generation when it was read
 
 	// Summed over the gateways that answered this tick.
 	conc, rps float64
@@ -73,6 +75,8 @@ type table struct {
 	byRev  map[revKey]*revision
 	gws    map[string]*gatewayCounters
 	badCfg map[jobKey]uint64 // meta that failed to parse, by JobModifyIndex: logged once
+	// lookups are the activation path's reads of revisions the table lacks (learn).
+	lookups map[revKey]*lookup
 
 	// dropped are the revisions sync removed (job gone, or registered again), until the
 	// tick's failureTick takes them: their watches end and their failure records go.
@@ -84,55 +88,32 @@ type table struct {
 
 func newTable(opts kpa.Options, log *zap.Logger) *table {
 	return &table{opts: opts, log: log, byJob: map[jobKey]*revision{}, byRev: map[revKey]*revision{},
-		gws: map[string]*gatewayCounters{}, badCfg: map[jobKey]uint64{}}
+		gws: map[string]*gatewayCounters{}, badCfg: map[jobKey]uint64{}, lookups: map[revKey]*lookup{}}
 }
+
+// listing is the revision jobs as Nomad listed them, with the oldest index among the
+// namespaces' answers. A job created after that index may be missing from the listing
+// without being gone: Nomad's list index covers every job the list holds.
+type listing struct {
+	stubs []*nomadapi.JobListStub
+	index uint64
+}
+
+// unlistedTicks bounds how many listings may miss a revision read from Nomad for an
+// activation (learn) before it is dropped like any job the listing lacks, should the
+// listing's index never pass the job's (a Nomad whose indexes went backwards).
+const unlistedTicks = 30
 
 // sync brings the table in line with a job listing and returns the revisions whose count
 // must be fetched from Nomad (new, or changed by someone since we last knew).
-func (t *table) sync(stubs []*nomadapi.JobListStub) (needCount []*revision) {
+func (t *table) sync(l listing) (needCount []*revision) {
 	t.gen++
-	for _, j := range stubs {
-		if j.Stop || !revmeta.IsRevision(j.Meta) {
+	for _, j := range l.stubs {
+		r, _ := t.adopt(j)
+		if r == nil {
 			continue
 		}
-		jk := jobKey{j.Namespace, j.ID}
-		r := t.byJob[jk]
-		if r != nil && r.created != j.CreateIndex {
-			// Same ID, new job (deleted and applied again): its windows, intent and
-			// count start from nothing, not from the old job's traffic.
-			if t.byRev[r.key] == r {
-				delete(t.byRev, r.key)
-			}
-			delete(t.byJob, jk)
-			t.dropped = append(t.dropped, r)
-			r = nil
-		}
-		if r == nil || j.JobModifyIndex > r.cfgIndex {
-			if t.badCfg[jk] == j.JobModifyIndex {
-				continue
-			}
-			cfg, err := revmeta.FromMeta(j.Meta)
-			if err != nil {
-				t.badCfg[jk] = j.JobModifyIndex
-				t.log.Error("revision job has unusable autoscaling meta; not scaling it",
-					zap.String("namespace", j.Namespace), zap.String("job", j.ID), zap.Error(err))
-				continue
-			}
-			delete(t.badCfg, jk)
-			if cfg.Namespace == "" {
-				cfg.Namespace = j.Namespace
-			}
-			if r == nil {
-				r = &revision{key: revKey{cfg.Namespace, cfg.Revision}, job: jk, created: j.CreateIndex, kpa: kpa.New(cfg.Autoscaling, t.opts)}
-				t.byJob[jk] = r
-				t.byRev[r.key] = r
-			} else {
-				r.kpa.SetConfig(cfg.Autoscaling)
-			}
-			r.cfgIndex = j.JobModifyIndex
-			r.specHash = cfg.SpecHash
-		}
-		r.seen = t.gen
+		r.seen, r.unlisted = t.gen, false
 		r.ready = 0
 		if j.JobSummary != nil {
 			r.ready = j.JobSummary.Summary[revmeta.Group].Running
@@ -143,20 +124,123 @@ func (t *table) sync(stubs []*nomadapi.JobListStub) (needCount []*revision) {
 		}
 	}
 	for jk, r := range t.byJob {
-		if r.seen != t.gen {
-			delete(t.byJob, jk)
-			if t.byRev[r.key] == r {
-				delete(t.byRev, r.key)
-			}
-			t.dropped = append(t.dropped, r)
+		if r.seen == t.gen {
+			continue
 		}
+		if r.unlisted && l.index < r.created && t.gen-r.learnedGen <= unlistedTicks {
+			continue // read from Nomad after this listing was made: not gone, not listed yet
+		}
+		delete(t.byJob, jk)
+		if t.byRev[r.key] == r {
+			delete(t.byRev, r.key)
+		}
+		t.dropped = append(t.dropped, r)
 	}
 	return needCount
 }
 
+// adopt brings one job, listed or read alone, into the table: a revision new to it, or
+// new config for one it knows. It returns nil for a job that is not a revision it can
+// scale (stopped, not rouse's, or with unusable meta), and whether the revision is new.
+func (t *table) adopt(j *nomadapi.JobListStub) (*revision, bool) {
+	if j.Stop || !revmeta.IsRevision(j.Meta) {
+		return nil, false
+	}
+	jk := jobKey{j.Namespace, j.ID}
+	r := t.byJob[jk]
+	if r != nil && r.created != j.CreateIndex {
+		// Same ID, new job (deleted and applied again): its windows, intent and
+		// count start from nothing, not from the old job's traffic.
+		if t.byRev[r.key] == r {
+			delete(t.byRev, r.key)
+		}
+		delete(t.byJob, jk)
+		t.dropped = append(t.dropped, r)
+		r = nil
+	}
+	if r != nil && j.JobModifyIndex <= r.cfgIndex {
+		return r, false
+	}
+	if t.badCfg[jk] == j.JobModifyIndex {
+		return nil, false
+	}
+	cfg, err := revmeta.FromMeta(j.Meta)
+	if err != nil {
+		t.badCfg[jk] = j.JobModifyIndex
+		t.log.Error("revision job has unusable autoscaling meta; not scaling it",
+			zap.String("namespace", j.Namespace), zap.String("job", j.ID), zap.Error(err))
+		return nil, false
+	}
+	delete(t.badCfg, jk)
+	if cfg.Namespace == "" {
+		cfg.Namespace = j.Namespace
+	}
+	fresh := r == nil
+	if fresh {
+		r = &revision{key: revKey{cfg.Namespace, cfg.Revision}, job: jk, created: j.CreateIndex, kpa: kpa.New(cfg.Autoscaling, t.opts)}
+		t.byJob[jk] = r
+		t.byRev[r.key] = r
+	} else {
+		r.kpa.SetConfig(cfg.Autoscaling)
+	}
+	r.cfgIndex = j.JobModifyIndex
+	r.specHash = cfg.SpecHash
+	return r, fresh
+}
+
+// learn adds what Nomad answered for one job (Jobs.Info) to the table: the activation
+// path's read of a revision the listing does not have yet, or whose count is not known.
+// It returns the revision, or nil when the job is not revision k (the gateways' name).
+// A revision new to the table stays, unlisted, until a listing made after the job's
+// creation has it or not (sync).
+func (t *table) learn(k revKey, j *nomadapi.JobListStub, count int) *revision {
+	ns := j.Meta[revmeta.KeyNamespace]
+	if ns == "" {
+		ns = j.Namespace
+	}
+	if (revKey{ns, j.Meta[revmeta.KeyRevision]}) != k {
+		return nil
+	}
+	r, fresh := t.adopt(j)
+	if r == nil {
+		return nil
+	}
+	if fresh {
+		r.unlisted, r.learnedGen = true, t.gen
+		if f, ok := t.stored[k]; ok {
+			adoptFailure(r, f) // a previous leader's record, before the first listing took it
+		}
+	}
+	t.setCount(r, count, j.JobModifyIndex)
+	return r
+}
+
+// lookup is one activation-path read of a revision from Nomad (Scaler.know): one at a time
+// per revision, and a miss is not read again before lookupRetry passed.
+type lookup struct {
+	done  chan struct{} // closed when the read ended
+	ended time.Time     // zero while it runs
+}
+
+// lookupRetry is how long a revision Nomad did not give is not asked for again.
+const lookupRetry = time.Second
+
+// pruneLookups forgets the lookups that ended lookupRetry ago or more.
+func (t *table) pruneLookups(now time.Time) {
+	for k, l := range t.lookups {
+		if !l.ended.IsZero() && now.Sub(l.ended) >= lookupRetry {
+			delete(t.lookups, k)
+		}
+	}
+}
+
 // setCount records a count read from Nomad at a JobModifyIndex. A pending intent of ours
-// survives; otherwise the table adopts Nomad's count.
+// survives; otherwise the table adopts Nomad's count. A read no newer than what the table
+// knows (a Scale answered meanwhile) is stale and changes nothing.
 func (t *table) setCount(r *revision, count int, index uint64) {
+	if r.countIndex != 0 && index <= r.countIndex {
+		return
+	}
 	if r.want == r.nomad || r.countIndex == 0 {
 		r.want = count
 	}

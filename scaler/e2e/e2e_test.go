@@ -148,8 +148,8 @@ func (g *gateway) deregister() { cluster.Consul.Agent().ServiceDeregister(g.ID()
 
 func (g *gateway) set(rev string, inFlight, held int64) { g.Set("default", rev, inFlight, held) }
 
-func (g *gateway) activate(rev string, held int64) {
-	g.Activate(gauges.Activation{Namespace: "default", Revision: rev, Held: held})
+func (g *gateway) activate(rev string, held int64) uint64 {
+	return g.Activate(gauges.Activation{Namespace: "default", Revision: rev, Held: held})
 }
 
 // replica runs one in-process scaler until the test ends or stop is called.
@@ -159,12 +159,16 @@ type replica struct {
 	done chan struct{}
 }
 
-func startReplica(t *testing.T, id string) *replica {
+func startReplica(t *testing.T, id string, mods ...func(*scaler.Config)) *replica {
 	t.Helper()
-	s, err := scaler.New(scaler.Config{
+	cfg := scaler.Config{
 		Nomad: cluster.Nomad, Consul: cluster.Consul, Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named(id),
 		ID: id, Tick: time.Second, AdminAddr: "127.0.0.1:0",
-	})
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	s, err := scaler.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,6 +283,112 @@ func TestZeroToNAndBack(t *testing.T) {
 		reasons = append(reasons, fmt.Sprint(e.Meta["rouse.reason"]))
 	}
 	t.Logf("scaling events (newest first): %v", reasons)
+}
+
+// TestActivationBeforeListing: a revision registered at count 0 and woken at once —
+// `autoscaling { initial = 0 }`, where apply routes the new revision ~20 ms after
+// registering it — is announced before the leader's job listing has it (the job watch
+// lists at most once a tick). The activation itself must scale it, not a later tick.
+func TestActivationBeforeListing(t *testing.T) {
+	const rev, other = "e2e-00003", "e2e-00004"
+	a := startGateway(t, "gw-n")
+	r := startReplica(t, "s-new", func(c *scaler.Config) { c.Tick = scaler.DefaultTick })
+	poll.Until(t, 20*time.Second, "s-new leads", leads(r))
+	poll.Until(t, 10*time.Second, "s-new's long poll waiting at gw-n", poll.True(func() bool { return a.Parked(0) > 0 }))
+
+	// A change just before puts the leader's job watch in its once-a-tick pause: it lists
+	// other at once, and the registration below only up to a tick later, as when apply
+	// registers a revision on a busy cluster.
+	register(t, revConfig(other), 0)
+	poll.Until(t, 10*time.Second, "Nomad listing "+other, func() error {
+		if _, _, err := cluster.Nomad.Jobs().Info(other, nil); err != nil {
+			return err
+		}
+		return nil
+	})
+
+	register(t, revConfig(rev), 0)
+	start := time.Now()
+	a.set(rev, 0, 1)
+	seq := a.activate(rev, 1)
+	waitGroup(t, 10*time.Second, "activation 0 → 1 of a revision not listed yet", rev, func(c, _ int) bool { return c >= 1 })
+
+	ev := firstScaleUp(t, rev)
+	took := time.Unix(0, int64(ev.Time)).Sub(start)
+	t.Logf("activation of a revision registered just before → Nomad count %d in %v (reason %v, %q)", *ev.Count, took, ev.Meta["rouse.reason"], ev.Message)
+	if took > 500*time.Millisecond {
+		t.Errorf("activation → scale took %v, want ≤ 500ms: the activation waited for a tick", took)
+	}
+	if reason := fmt.Sprint(ev.Meta["rouse.reason"]); reason != "activate" {
+		t.Errorf("scaled for reason %q, want activate", reason)
+	}
+	poll.Until(t, 5*time.Second, "the poller back for the next activation", poll.True(func() bool { return a.Parked(seq) > 0 }))
+
+	// The ticks that follow, whose listing catches up, keep it up until it runs.
+	waitGroup(t, 30*time.Second, "1 instance running", rev, func(c, run int) bool {
+		if c < 1 {
+			t.Fatalf("count back at %d before the instance ran", c)
+		}
+		return run >= 1
+	})
+	t.Logf("activation → instance running: %v", time.Since(start))
+}
+
+// TestNewGatewayIsHeardAtOnce: a gateway that joins after the leader started (a new or
+// restarted one) is long-polled as soon as Consul lists it healthy, not at the next tick:
+// its held requests wake their revision at once.
+func TestNewGatewayIsHeardAtOnce(t *testing.T) {
+	const rev = "e2e-00005"
+	register(t, revConfig(rev), 0)
+	r := startReplica(t, "s-gw", func(c *scaler.Config) { c.Tick = scaler.DefaultTick })
+	poll.Until(t, 20*time.Second, "s-gw leads", leads(r))
+	poll.Until(t, 10*time.Second, "s-gw's tick knowing "+rev, func() error {
+		if d := get(t, r, "/decisions"); !strings.Contains(d, rev) {
+			return fmt.Errorf("/decisions:\n%s", d)
+		}
+		return nil
+	})
+	// Just after a tick, so that the next one is most of a tick away.
+	ticks := func() string { return grep(get(t, r, "/metrics"), "rouse_scaler_tick_duration_seconds_count") }
+	before := ticks()
+	poll.Until(t, 5*time.Second, "a tick", func() error {
+		if n := ticks(); n == before {
+			return fmt.Errorf("still %s", n)
+		}
+		return nil
+	})
+
+	g := startGateway(t, "gw-late")
+	start := time.Now()
+	g.set(rev, 0, 1)
+	g.activate(rev, 1)
+	waitGroup(t, 10*time.Second, "activation 0 → 1 at a gateway that just joined", rev, func(c, _ int) bool { return c >= 1 })
+	took := time.Unix(0, int64(firstScaleUp(t, rev).Time)).Sub(start)
+	t.Logf("gateway registered → its activation → Nomad count 1 in %v", took)
+	if took > 500*time.Millisecond {
+		t.Errorf("took %v, want ≤ 500ms: the new gateway was heard at a tick", took)
+	}
+}
+
+// firstScaleUp is rev's first scaling event to a count ≥ 1: its Time says when the scale
+// landed in Nomad, to the nanosecond.
+func firstScaleUp(t *testing.T, rev string) *nomadapi.ScalingEvent {
+	t.Helper()
+	st, _, err := cluster.Nomad.Jobs().ScaleStatus(rev, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first *nomadapi.ScalingEvent
+	evs := st.TaskGroups[revmeta.Group].Events
+	for i, e := range evs {
+		if e.Count != nil && *e.Count >= 1 && (first == nil || e.Time < first.Time) {
+			first = &evs[i]
+		}
+	}
+	if first == nil {
+		t.Fatalf("no scaling event of %s to ≥ 1: %+v", rev, evs)
+	}
+	return first
 }
 
 // TestLeaderFailover: the leader's process is killed (SIGKILL, no cleanup); a standby
