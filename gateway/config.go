@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -74,6 +75,14 @@ type Config struct {
 	// TrustForwarded keeps X-Forwarded-Proto/-Host a client sent (set it when a trusted
 	// proxy or load balancer sits in front); by default the gateway sets them itself.
 	TrustForwarded bool
+
+	// TLS, when set, serves the public listener over TLS with it (gateway/certs builds
+	// one: certificates chosen by SNI, reloaded when their files change); nil serves plain
+	// HTTP. Its MinVersion is raised to TLS 1.2 and NextProtos defaults to http/1.1.
+	TLS *tls.Config
+	// RedirectAddr, with TLS, is a plain-HTTP listener that answers every request 308 to
+	// the same host and target over https (default: none).
+	RedirectAddr string
 }
 
 const (
@@ -97,6 +106,17 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.PublicAddr == "" {
 		c.PublicAddr = defaultPublicAddr
+	}
+	if c.RedirectAddr != "" && c.TLS == nil {
+		return c, errors.New("gateway: Config.RedirectAddr redirects to https and needs Config.TLS")
+	}
+	if c.TLS != nil {
+		t := c.TLS.Clone() // the caller's config stays as it was
+		t.MinVersion = max(t.MinVersion, tls.VersionTLS12)
+		if len(t.NextProtos) == 0 {
+			t.NextProtos = []string{"http/1.1"}
+		}
+		c.TLS = t
 	}
 	if c.AdminAddr == "" {
 		c.AdminAddr = defaultAdminAddr

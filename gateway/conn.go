@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -49,8 +50,11 @@ type conn struct {
 	ip     []byte // the client address as X-Forwarded-For gets it
 	remote *connAddr
 	proto  string // X-Forwarded-Proto
-	req    http1.Request
-	resp   http1.Response
+	// redirect: a connection of the redirect listener, whose every request gets a 308 to
+	// https.
+	redirect bool
+	req      http1.Request
+	resp     http1.Response
 	// idleAt is when the last response ended: the next idle deadline is counted from it
 	// rather than from another clock read.
 	idleAt time.Time
@@ -64,8 +68,11 @@ type conns struct {
 	done chan struct{} // closed when the last connection left after drain began
 }
 
-// serve is the public listener's accept loop.
-func (g *Gateway) serve(ln net.Listener) error {
+// serve is the accept loop of the public listener (over TLS when tc is set) or, with
+// redirect, of the plain-HTTP listener that sends every request to https. Both read
+// requests with the same code; the TLS handshake runs in the connection's goroutine, on
+// its first read, under its read deadline.
+func (g *Gateway) serve(ln net.Listener, tc *tls.Config, redirect bool) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -80,11 +87,16 @@ func (g *Gateway) serve(ln net.Listener) error {
 			return err
 		}
 		if g.conns.n.Load() >= int64(g.cfg.MaxConns) {
-			_, _ = c.Write(http1.AppendAnswer(nil, 503, "rouse: too many open connections\n", true, false))
+			if tc == nil { // a TLS client could not read a plain answer
+				_, _ = c.Write(http1.AppendAnswer(nil, 503, "rouse: too many open connections\n", true, false))
+			}
 			c.Close()
 			continue
 		}
-		cc := &conn{g: g, c: c, proto: "http"}
+		cc := &conn{g: g, c: c, proto: "http", redirect: redirect}
+		if tc != nil {
+			cc.c, cc.proto = tls.Server(c, tc), "https"
+		}
 		if !g.conns.add(cc) {
 			c.Close()
 			continue

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -452,9 +453,18 @@ func dialRaw(t *testing.T, addr string) *rawClient {
 	return rc
 }
 
-// dialRawErr is dialRaw for goroutines other than the test's: the caller closes it.
+// dialRawErr is dialRaw for goroutines other than the test's: the caller closes it. An
+// address "tls://host:port" is a gateway's TLS listener (see tls_test.go); the client
+// trusts any certificate there.
 func dialRawErr(addr string) (*rawClient, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	var c net.Conn
+	var err error
+	if a, ok := strings.CutPrefix(addr, "tls://"); ok {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		c, err = tls.DialWithDialer(d, "tcp", a, &tls.Config{InsecureSkipVerify: true})
+	} else {
+		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,9 @@ func (c *conn) exchange(headLen int) bool {
 		c.answer(nil, start, e, "", 0, true)
 		return false
 	}
+	if c.redirect {
+		return c.redirectHTTPS(start)
+	}
 	rt := g.routing.Load()
 	if rt == nil {
 		return c.fail(nil, start, 0, failure{&http1.Error{Status: 503, Reason: "starting", Msg: "rouse: the gateway has not read its routes from Consul yet\n"}, "1"})
@@ -344,7 +347,6 @@ func (c *conn) answerBodyError(rev *revision, start time.Time, cold time.Duratio
 // too large): a HEAD client reads nothing after the head, so a body would be its next
 // response.
 func (c *conn) answer(rev *revision, start time.Time, e *http1.Error, retryAfter string, cold time.Duration, close bool) {
-	g := c.g
 	var lines [][]byte
 	if retryAfter != "" {
 		lines = append(lines, []byte("Retry-After: "+retryAfter+"\r\n"))
@@ -353,6 +355,12 @@ func (c *conn) answer(rev *revision, start time.Time, e *http1.Error, retryAfter
 	if cold > 0 {
 		lines = append(lines, coldStartLine(cs[:0], cold))
 	}
+	c.answerWith(rev, start, e, cold, close, lines...)
+}
+
+// answerWith is answer with the extra header lines already built.
+func (c *conn) answerWith(rev *revision, start time.Time, e *http1.Error, cold time.Duration, close bool, lines ...[]byte) {
+	g := c.g
 	c.out = http1.AppendAnswer(c.out[:0], e.Status, e.Msg, close, c.headRequest(), lines...)
 	// Counted before the client can read the answer: gauges then never lag it.
 	g.metrics.rejected.WithLabelValues(e.Reason).Inc()
@@ -366,6 +374,37 @@ func (c *conn) answer(rev *revision, start time.Time, e *http1.Error, retryAfter
 		g.logAccess(&c.req, c.remote, rev, nil, e.Status, int64(len(e.Msg)), d, cold, werr)
 	}
 	c.idleAt = g.clk.Now()
+}
+
+// redirectHTTPS answers a request of the redirect listener: 308 (the method and body
+// stay as they are, RFC 9110 §15.4.9) to the same host and target over https, on the
+// public listener's port when it is not 443. Host and target were checked by
+// ParseRequest: neither can end the Location line early.
+func (c *conn) redirectHTTPS(start time.Time) bool {
+	req := &c.req
+	host := req.Host
+	if len(host) == 0 { // HTTP/1.0 may omit it: there is no URL to send the client to
+		c.answer(nil, start, &http1.Error{Status: 400, Reason: "https_redirect_no_host", Msg: "rouse: this service is served over https; send a Host header\n"}, "", 0, true)
+		return false
+	}
+	if h, _, err := net.SplitHostPort(string(host)); err == nil {
+		host = []byte(h)
+		if bytes.IndexByte(host, ':') >= 0 {
+			host = []byte("[" + h + "]") // an IPv6 literal
+		}
+	}
+	loc := append([]byte("Location: https://"), host...)
+	if _, port, err := net.SplitHostPort(c.g.PublicAddr()); err == nil && port != "443" {
+		loc = append(append(loc, ':'), port...)
+	}
+	loc = append(append(loc, req.Path...), "\r\n"...)
+	e := &http1.Error{Status: 308, Reason: "https_redirect", Msg: "rouse: this service is served over https\n"}
+	close := req.Close || !c.bodyBuffered()
+	c.answerWith(nil, start, e, 0, close, loc)
+	if !close {
+		c.r += req.HeadLen + int(req.Length)
+	}
+	return !close
 }
 
 // coldStartLine appends the header line that tells a client how long its request waited

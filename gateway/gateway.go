@@ -35,6 +35,7 @@ type Gateway struct {
 	id     string
 
 	pubLn, admLn net.Listener
+	redirLn      net.Listener // plain HTTP answering 308 to https (nil: none)
 	admin        *fasthttp.Server
 
 	bgCtx context.Context // background work (watches); set by Run before serving
@@ -96,6 +97,13 @@ func New(cfg Config) (*Gateway, error) {
 		g.pubLn.Close()
 		return nil, fmt.Errorf("gateway: admin listener: %w", err)
 	}
+	if cfg.RedirectAddr != "" {
+		if g.redirLn, err = net.Listen("tcp", cfg.RedirectAddr); err != nil {
+			g.pubLn.Close()
+			g.admLn.Close()
+			return nil, fmt.Errorf("gateway: redirect listener: %w", err)
+		}
+	}
 	g.id = cfg.ID
 	if g.id == "" {
 		g.id = defaultID(g.pubLn.Addr())
@@ -106,8 +114,7 @@ func New(cfg Config) (*Gateway, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	if g.metrics, err = newMetrics(reg, g); err != nil {
-		g.pubLn.Close()
-		g.admLn.Close()
+		g.closeListeners()
 		return nil, err
 	}
 	g.kv = watch.NewKV(cfg.Consul, g.log, g.clk, func() { g.metrics.watchErrors.WithLabelValues("kv").Inc() })
@@ -118,6 +125,22 @@ func New(cfg Config) (*Gateway, error) {
 	g.conns.set = map[*conn]struct{}{}
 	g.admin = g.newAdminServer()
 	return g, nil
+}
+
+func (g *Gateway) closeListeners() {
+	for _, ln := range []net.Listener{g.pubLn, g.admLn, g.redirLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// RedirectAddr is the bound redirect listener's address ("" without one).
+func (g *Gateway) RedirectAddr() string {
+	if g.redirLn == nil {
+		return ""
+	}
+	return g.redirLn.Addr().String()
 }
 
 // PublicAddr is the bound public address.
@@ -161,9 +184,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() { defer bg.Done(); g.peers.Run(watchCtx) }()
 	}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- g.admin.Serve(g.admLn) }()
-	go func() { errc <- g.serve(g.pubLn) }()
+	go func() { errc <- g.serve(g.pubLn, g.cfg.TLS, false) }()
+	if g.redirLn != nil {
+		go func() { errc <- g.serve(g.redirLn, nil, true) }()
+	}
 	g.log.Info("gateway serving", zap.String("id", g.id), zap.String("public", g.PublicAddr()), zap.String("admin", g.AdminAddr()), zap.String("domain", g.cfg.Domain))
 	if g.cfg.Register {
 		var sent uint64
@@ -201,6 +227,9 @@ func (g *Gateway) drain() {
 	defer cancel()
 	done := make(chan struct{})
 	g.pubLn.Close()
+	if g.redirLn != nil {
+		g.redirLn.Close()
+	}
 	connsDone := g.conns.drain(false)
 	go func() {
 		defer close(done)
@@ -233,8 +262,7 @@ func (g *Gateway) drain() {
 	actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer acancel()
 	_ = g.admin.ShutdownWithContext(actx)
-	g.pubLn.Close()
-	g.admLn.Close()
+	g.closeListeners()
 	g.log.Info("gateway drained", zap.Duration("took", g.clk.Now().Sub(start)))
 }
 

@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/gateway/certs"
 	"github.com/rouse-run/rouse/scaler"
 )
 
@@ -38,11 +42,45 @@ func newAccessLog(o *rootOptions) (log *zap.Logger, stop func()) {
 	return zap.New(core).Named("gateway.access"), func() { _ = ws.Stop() }
 }
 
+// gatewayCerts loads the gateway's certificates: one pair, a folder of them, or both (the
+// pair is then the default for clients that send no matching name).
+func gatewayCerts(cert, key, dir string, log *zap.Logger) (*certs.Store, error) {
+	if (cert == "") != (key == "") {
+		return nil, usagef("--tls-cert and --tls-key go together")
+	}
+	o := certs.Options{Dir: dir, Logger: log}
+	if cert != "" {
+		o.Files = []certs.Pair{{CertFile: cert, KeyFile: key}}
+	}
+	return certs.New(o)
+}
+
+// reloadOnSIGHUP calls reload on each SIGHUP until the returned stop is called.
+func reloadOnSIGHUP(reload func() error) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				_ = reload() // a bad set keeps the old one; certs logs why
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}
+
 func newGatewayCmd(o *rootOptions) *cobra.Command {
 	var (
 		cfg       gateway.Config
 		logLevel  string
 		accessLog bool
+		tlsCert   string
+		tlsKey    string
+		tlsDir    string
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway",
@@ -74,11 +112,28 @@ service:read; service:write for --register).`,
 				cfg.AccessLog, stop = newAccessLog(o)
 				defer stop()
 			}
+			scheme := "http"
+			if tlsCert != "" || tlsKey != "" || tlsDir != "" {
+				st, err := gatewayCerts(tlsCert, tlsKey, tlsDir, log.Named("certs"))
+				if err != nil {
+					return err
+				}
+				go st.Run(cmd.Context())
+				stopHUP := reloadOnSIGHUP(st.Reload)
+				defer stopHUP()
+				cfg.TLS, scheme = st.TLSConfig(), "https"
+				log.Info("serving TLS", zap.Strings("names", st.Names()))
+			} else if cfg.RedirectAddr != "" {
+				return usagef("--redirect-listen sends clients to https: it needs --tls-cert/--tls-key or --tls-dir")
+			}
 			g, err := gateway.New(cfg)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(o.Stderr, "rouse gateway: serving http://*.%s on %s, admin on http://%s\n", o.Domain, g.PublicAddr(), g.AdminAddr())
+			fmt.Fprintf(o.Stderr, "rouse gateway: serving %s://*.%s on %s, admin on http://%s\n", scheme, o.Domain, g.PublicAddr(), g.AdminAddr())
+			if a := g.RedirectAddr(); a != "" {
+				fmt.Fprintf(o.Stderr, "rouse gateway: redirecting http:// on %s to https (308)\n", a)
+			}
 			return g.Run(cmd.Context())
 		},
 	}
@@ -92,6 +147,10 @@ service:read; service:write for --register).`,
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	f.BoolVar(&cfg.TrustForwarded, "trust-forwarded", false, "keep clients' X-Forwarded-Proto/-Host (behind a trusted proxy)")
 	f.BoolVar(&accessLog, "access-log", true, "log one JSON line per request")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve the public listener over TLS with this certificate (PEM, chain included); with --tls-key")
+	f.StringVar(&tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
+	f.StringVar(&tlsDir, "tls-dir", "", "serve TLS with every pair in this folder (<name>.crt + <name>.key, or <name>/tls.crt + tls.key), chosen by SNI; reloaded when files change or on SIGHUP")
+	f.StringVar(&cfg.RedirectAddr, "redirect-listen", "", "with TLS: a plain-HTTP listener that answers every request 308 to https")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

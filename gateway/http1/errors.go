@@ -36,6 +36,8 @@ func StatusText(code int) string {
 	switch code {
 	case 100:
 		return "Continue"
+	case 308:
+		return "Permanent Redirect"
 	case 400:
 		return "Bad Request"
 	case 404:
