@@ -10,16 +10,36 @@
 #
 # Each configuration is measured ROUNDS times, interleaved so drift hits all three alike,
 # and the medians are printed with the ratios, each proxy's CPU time per request (from
-# /proc) and the gateway's peak RSS. Two shapes:
+# /proc) and the peak RSS of the gateway and of nginx's worker. Two shapes:
 # "load" (CONNS connections, throughput) and "1-conn" (one connection: the latency a hop
 # adds when nothing queues).
 #
-# Env: ROUNDS (5), DURATION (6s), CONNS (50), WRK_THREADS (1), ACCESS_LOG (off|file:
+# TLS=1: rouse and nginx serve https (wrk → https://), with one self-signed ECDSA P-256
+# certificate for *.default.localhost made in the run (openssl; without it, Go's
+# crypto/tls/generate_cert.go from GOROOT); "direct" stays plain HTTP to the backend, the
+# baseline. Held equal: TLSv1.2 + TLSv1.3 on both (wrk's OpenSSL negotiates 1.3), HTTP/1.1
+# only (no http2 on nginx), AES-128-GCM preferred (Go's choice; nginx told to prefer it),
+# X25519 (what the client offers), no server-side session cache (Go has none; nginx
+# ssl_session_cache off), session tickets on (both defaults; TLS_TICKETS=off turns them off
+# in both). wrk keeps its connections, so the handshake is paid once per connection and
+# amortised; a third shape, "close" (CONNS connections, each request with Connection:
+# close, so wrk reconnects and handshakes again for every request), measures the
+# handshake. wrk resumes its session from the ticket it was given when it reconnects, so
+# with tickets on "close" is a TLS 1.3 resumption (PSK + X25519, no certificate
+# signature) per request; with TLS_TICKETS=off it is a full handshake per request. The
+# negotiated protocol, cipher and key exchange of each are printed. Keep-alive is as in
+# plain HTTP: nginx's default keepalive_requests (1000) closes a client connection after
+# 1000 requests, so nginx pays one (resumed) handshake per 1000 requests; rouse has no such
+# limit.
+#
+# Env: TLS (unset|1), TLS_TICKETS (on|off), ROUNDS (5), DURATION (6s), CONNS (50),
+# WRK_THREADS (1), ACCESS_LOG (off|file:
 # with file, rouse writes its buffered JSON access log and nginx its buffered combined
 # log, so both pay for logging), GATEWAY_GOMAXPROCS (unset = Go's default, all cores;
 # 1 = the single core nginx's one worker gets), GATEWAY_ARGS (extra gatewayd flags, e.g.
 # -cpuprofile /tmp/gw.prof), KEEP (keep the work dir).
-# Needs: go, wrk, nginx, consul (bin/ or PATH), python3 (free ports).
+# Needs: go, wrk, nginx, consul (bin/ or PATH), python3 (free ports); openssl for TLS=1
+# (optional).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -27,6 +47,10 @@ DURATION=${DURATION:-6s}
 CONNS=${CONNS:-50}
 WRK_THREADS=${WRK_THREADS:-1}
 ACCESS_LOG=${ACCESS_LOG:-off}
+TLS=${TLS:-}
+[ "$TLS" = 0 ] && TLS=""
+TLS_TICKETS=${TLS_TICKETS:-on}
+case $TLS_TICKETS in on | off) ;; *) echo "bench: TLS_TICKETS is on or off" >&2; exit 1 ;; esac
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export PATH="$root/bin:$PATH"
@@ -51,6 +75,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
+HOSTHDR="Host: bench.default.localhost"
 read -r p_http p_serf_lan p_serf_wan p_server p_backend p_public p_admin p_nginx <<<"$(free_ports 8)"
 
 echo "bench: building the backend and the gateway..."
@@ -77,10 +102,38 @@ curl -sf -X PUT "$C/v1/kv/rouse/revisions/default/bench-00001" -d \
 curl -sf -X PUT "$C/v1/kv/rouse/services/default/bench" -d \
   '{"namespace":"default","name":"bench","route":[{"revision":"bench-00001","percent":100}]}' >/dev/null
 
+scheme=http gw_tls=() nginx_ssl="" nginx_tls=""
+if [ -n "$TLS" ]; then
+  # One certificate for both proxies: ECDSA P-256, self-signed (wrk does not verify).
+  mkdir -p "$work/tls"
+  if command -v openssl >/dev/null; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=*.default.localhost" -addext "subjectAltName=DNS:*.default.localhost" \
+      -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>"$work/tls/openssl.log"
+  else
+    (cd "$work/tls" && go run "$(go env GOROOT)/src/crypto/tls/generate_cert.go" \
+      -host '*.default.localhost' -ecdsa-curve P256 -duration 48h >"$work/tls/gen.log" 2>&1)
+  fi
+  scheme=https
+  gw_tls=(-tls-cert "$work/tls/cert.pem" -tls-key "$work/tls/key.pem")
+  [ "$TLS_TICKETS" = off ] && gw_tls+=(-tls-session-tickets=false)
+  nginx_ssl=" ssl"
+  # ssl_session_cache off: no server-side cache, as Go's server has none (both resume only
+  # from tickets, on by default in both; TLS_TICKETS=off in both). TLS 1.3 suites: AES-128-GCM first and preferred,
+  # the suite Go's server picks on a CPU with AES-NI (OpenSSL's own order puts AES-256 first).
+  nginx_tls="ssl_certificate $work/tls/cert.pem;
+    ssl_certificate_key $work/tls/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets $TLS_TICKETS;
+    ssl_prefer_server_ciphers on;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;"
+fi
+
 access=off
 [ "$ACCESS_LOG" = file ] && access="$work/access.log"
 GOMAXPROCS=${GATEWAY_GOMAXPROCS:-} "$work/gatewayd" -consul "127.0.0.1:$p_http" -public "127.0.0.1:$p_public" -admin "127.0.0.1:$p_admin" \
-  -access-log "$access" ${GATEWAY_ARGS:-} >"$work/gateway.log" 2>&1 &
+  -access-log "$access" "${gw_tls[@]}" ${GATEWAY_ARGS:-} >"$work/gateway.log" 2>&1 &
 gw_pid=$!
 pids+=($gw_pid)
 
@@ -97,7 +150,8 @@ http {
   $nginx_log
   upstream backend { server 127.0.0.1:$p_backend; keepalive 256; }
   server {
-    listen 127.0.0.1:$p_nginx;
+    listen 127.0.0.1:$p_nginx$nginx_ssl;
+    $nginx_tls
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -114,19 +168,31 @@ nginx -c "$work/nginx/nginx.conf" -p "$work/nginx/" >"$work/nginx/out.log" 2>&1 
 nginx_master=$!
 pids+=($nginx_master)
 
-HOSTHDR="Host: bench.default.localhost"
 ok=""
 for _ in $(seq 100); do
-  if curl -sf -H "$HOSTHDR" "http://127.0.0.1:$p_public/" | grep -q bench-00001 &&
-     curl -sf "http://127.0.0.1:$p_nginx/" >/dev/null && curl -sf "http://127.0.0.1:$p_backend/" >/dev/null; then ok=1; break; fi
+  if curl -skf -H "$HOSTHDR" "$scheme://127.0.0.1:$p_public/" | grep -q bench-00001 &&
+     curl -skf "$scheme://127.0.0.1:$p_nginx/" >/dev/null && curl -sf "http://127.0.0.1:$p_backend/" >/dev/null; then ok=1; break; fi
   sleep 0.1
 done
 [ -n "$ok" ] || { echo "bench: setup failed; logs in $work" >&2; KEEP=1; exit 1; }
 nginx_worker=$(pgrep -P "$nginx_master" | head -1)
 
 url_direct="http://127.0.0.1:$p_backend/"
-url_rouse="http://127.0.0.1:$p_public/"
-url_nginx="http://127.0.0.1:$p_nginx/"
+url_rouse="$scheme://127.0.0.1:$p_public/"
+url_nginx="$scheme://127.0.0.1:$p_nginx/"
+
+# What each proxy negotiates with the OpenSSL wrk is linked against (same library).
+tls_params=""
+if [ -n "$TLS" ] && command -v openssl >/dev/null; then
+  for n in rouse nginx; do
+    port_var="p_public"; [ "$n" = nginx ] && port_var="p_nginx"
+    tls_params+=$(printf "%-6s %s\n" "$n" "$(openssl s_client -connect "127.0.0.1:${!port_var}" -servername bench.default.localhost </dev/null 2>/dev/null |
+      awk '/^New, / { v = $2 " " $NF } /Server Temp Key/ { sub(/^.*Key: /, ""); k = $0 } /Peer signature type/ { s = $NF }
+           END { printf "%s, key exchange %s, signature %s", v, k, s }')")$'\n'
+  done
+fi
+shapes=("$CONNS" 1)
+[ -n "$TLS" ] && shapes+=(close)
 
 # The proxy's CPU time (user + system, clock ticks) from /proc: the cost per request is
 # the proxy's own efficiency, apart from how the machine shared its cores in that run.
@@ -134,31 +200,36 @@ pid_rouse=$gw_pid pid_nginx=$nginx_worker
 ticks() { if [ -n "$1" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi; }
 hz=$(getconf CLK_TCK)
 
-# run NAME CONNS → appends "rps p50_ms p99_ms non2xx cpu_us_per_request" to $work/NAME.CONNS
+# run NAME SHAPE → appends "rps p50_ms p99_ms errors cpu_us_per_request" to $work/NAME.SHAPE;
+# SHAPE is a number of connections, or "close": CONNS connections, a new one per request.
 run() {
-  local name=$1 conns=$2 url_var="url_$1" pid_var="pid_$1" out t0 t1
+  local name=$1 shape=$2 url_var="url_$1" pid_var="pid_$1" out t0 t1 conns=$2 extra=()
+  [ "$shape" = close ] && conns=$CONNS extra=(-H "Connection: close")
   t0=$(ticks "${!pid_var:-}")
-  out=$(wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --latency -H "$HOSTHDR" "${!url_var}")
+  out=$(wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --latency -H "$HOSTHDR" "${extra[@]}" "${!url_var}")
   t1=$(ticks "${!pid_var:-}")
   echo "$out" >>"$work/wrk.log"
-  awk -v f="$work/$name.$conns" -v ticks=$((t1 - t0)) -v hz="$hz" '
+  awk -v f="$work/$name.$shape" -v ticks=$((t1 - t0)) -v hz="$hz" '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
     $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
-    /^Requests\/sec/ { rps = $2 } /Non-2xx/ { bad = $NF } /Socket errors/ { bad += 0 }
+    /^Requests\/sec/ { rps = $2 } /Non-2xx/ { bad += $NF } /Socket errors/ { gsub(/,/, ""); bad += $4 + $6 + $8 + $10 }
     / requests in / { n = $1 }
     END { printf "%s %.3f %.3f %d %.2f\n", rps, p50, p99, bad + 0, n ? ticks * 1e6 / hz / n : 0 >> f }' <<<"$out"
 }
 
-echo "bench: warming up..."
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "bench: load average $load_start; warming up..."
 for n in direct rouse nginx; do DURATION=2s run "$n" 1 >/dev/null; done
 rm -f "$work"/*.1
 
-echo "bench: $ROUNDS rounds × {direct, rouse, nginx} × {$CONNS conns, 1 conn}, $DURATION each..."
+echo "bench: $ROUNDS rounds × {direct, rouse, nginx} × {${shapes[*]}}, $DURATION each${TLS:+ (rouse and nginx over https)}..."
 for r in $(seq "$ROUNDS"); do
-  for n in direct rouse nginx; do run "$n" "$CONNS"; done
-  for n in direct rouse nginx; do run "$n" 1; done
+  for s in "${shapes[@]}"; do
+    for n in direct rouse nginx; do run "$n" "$s"; done
+  done
 done
 rss_kb=$(awk '/VmHWM/ { print $2 }' "/proc/$gw_pid/status")
+nginx_rss_kb=$(awk '/VmHWM/ { print $2 }' "/proc/$nginx_worker/status")
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 col() { awk -v c="$2" '{ print $c }' "$work/$1" | median; }
@@ -166,12 +237,24 @@ col() { awk -v c="$2" '{ print $c }' "$work/$1" | median; }
 echo
 printf "rouse gateway benchmark — %s, %s cores, wrk -t%s, %s per run, medians of %s runs\n" \
   "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" "$WRK_THREADS" "$DURATION" "$ROUNDS"
-for conns in "$CONNS" 1; do
-  printf "\n%-7s %6s conns %12s %10s %10s %8s %14s\n" "" "$conns" "rps" "p50 ms" "p99 ms" "non-2xx" "CPU us/request"
+tls_mode=off
+if [ -n "$TLS" ]; then
+  tls_mode="rouse and nginx over https, direct plain http, session tickets $TLS_TICKETS"
+  printf "TLS: rouse and nginx over https (one self-signed ECDSA P-256 certificate), direct plain http\n%s" "$tls_params"
+fi
+printf "load average: %s at the start, %s at the end\n" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)"
+for conns in "${shapes[@]}"; do
+  if [ "$conns" = close ]; then
+    printf "\n%s conns, each request with Connection: close: a new connection%s per request\n" "$CONNS" "${TLS:+ and TLS handshake}"
+    printf "%-7s %6s %18s %10s %10s %8s %14s\n" "" "close" "rps" "p50 ms" "p99 ms" "errors" "CPU us/request"
+  else
+    printf "\n%-7s %6s conns %12s %10s %10s %8s %14s\n" "" "$conns" "rps" "p50 ms" "p99 ms" "errors" "CPU us/request"
+  fi
   for n in direct rouse nginx; do
     cpu="-"
     [ "$n" != direct ] && cpu=$(printf "%.1f" "$(col "$n.$conns" 5)")
-    printf "%-20s %12.0f %10.3f %10.3f %8s %14s\n" "$n" "$(col "$n.$conns" 1)" "$(col "$n.$conns" 2)" "$(col "$n.$conns" 3)" \
+    label=$n; [ -n "$TLS" ] && [ "$n" != direct ] && label="$n https"
+    printf "%-20s %12.0f %10.3f %10.3f %8s %14s\n" "$label" "$(col "$n.$conns" 1)" "$(col "$n.$conns" 2)" "$(col "$n.$conns" 3)" \
       "$(awk '{ s += $4 } END { print s + 0 }' "$work/$n.$conns")" "$cpu"
   done
   d=$(col "direct.$conns" 1); g=$(col "rouse.$conns" 1); x=$(col "nginx.$conns" 1)
@@ -185,5 +268,6 @@ for conns in "$CONNS" 1; do
   printf "rouse/nginx by round: %s (median %.2f)\n" "$(awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), $1 }' "$work/paired.$conns")" \
     "$(median <"$work/paired.$conns")"
 done
-printf "\nrouse gateway peak RSS: %.1f MB; access logs: %s; gateway GOMAXPROCS: %s\n" \
-  "$(awk -v k="$rss_kb" 'BEGIN { print k / 1024 }')" "$ACCESS_LOG" "${GATEWAY_GOMAXPROCS:-default}"
+printf "\npeak RSS: rouse gateway %.1f MB, nginx worker %.1f MB; access logs: %s; gateway GOMAXPROCS: %s; TLS: %s\n" \
+  "$(awk -v k="$rss_kb" 'BEGIN { print k / 1024 }')" "$(awk -v k="$nginx_rss_kb" 'BEGIN { print k / 1024 }')" \
+  "$ACCESS_LOG" "${GATEWAY_GOMAXPROCS:-default}" "$tls_mode"

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/gateway/certs"
 )
 
 func main() {
@@ -32,7 +33,14 @@ func main() {
 	readTimeout := flag.Duration("read-timeout", 0, "read timeout (0 = default)")
 	addrFile := flag.String("addr-file", "", "write 'public admin' addresses here once listening")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until exit")
+	tlsCert := flag.String("tls-cert", "", "serve the public listener over TLS with this certificate (PEM); with -tls-key")
+	tlsKey := flag.String("tls-key", "", "the private key of -tls-cert (PEM)")
+	tlsTickets := flag.Bool("tls-session-tickets", true, "issue TLS session tickets (Go's default); false: every handshake is a full one")
 	flag.Parse()
+	if (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintln(os.Stderr, "gatewayd: -tls-cert and -tls-key go together")
+		os.Exit(2)
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil && pprof.StartCPUProfile(f) == nil {
@@ -66,10 +74,23 @@ func main() {
 	if err != nil {
 		log.Fatal("consul client", zap.Error(err))
 	}
-	g, err := gateway.New(gateway.Config{
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	cfg := gateway.Config{
 		PublicAddr: *public, AdminAddr: *admin, Domain: *domain, Consul: consul, Logger: log, AccessLog: access,
 		ID: *id, Register: *register, DrainTimeout: *drain, ActivationTimeout: *activation, ReadTimeout: *readTimeout,
-	})
+	}
+	if *tlsCert != "" {
+		// As `rouse gateway --tls-cert/--tls-key` does: the certs store, polled for changes.
+		st, err := certs.New(certs.Options{Files: []certs.Pair{{CertFile: *tlsCert, KeyFile: *tlsKey}}, Logger: log.Named("certs")})
+		if err != nil {
+			log.Fatal("tls", zap.Error(err))
+		}
+		go st.Run(ctx)
+		cfg.TLS = st.TLSConfig()
+		cfg.TLS.SessionTicketsDisabled = !*tlsTickets
+	}
+	g, err := gateway.New(cfg)
 	if err != nil {
 		log.Fatal("gateway", zap.Error(err))
 	}
@@ -78,8 +99,6 @@ func main() {
 			log.Fatal("addr file", zap.Error(err))
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	err = g.Run(ctx)
 	if flush != nil {
 		flush()
