@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rouse-run/rouse/gateway"
-	"github.com/rouse-run/rouse/gateway/watch"
 	"github.com/rouse-run/rouse/internal/gauges"
 	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/harness/testcluster"
@@ -64,7 +63,7 @@ func deploy(t testing.TB, r revision) revmeta.Config {
 	for k, v := range r.env {
 		env[k] = v
 	}
-	meta := map[string]string{watch.ReadinessPathMeta: "/healthz"}
+	meta := map[string]string{revmeta.MetaReadinessPath: "/healthz"}
 	if r.noMeta {
 		meta = nil
 	}

@@ -12,7 +12,6 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 
 	"github.com/rouse-run/rouse/gateway"
-	"github.com/rouse-run/rouse/gateway/watch"
 	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/internal/store"
 )
@@ -77,7 +76,7 @@ func TestProbeHedgesASilentConnection(t *testing.T) {
 	err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
 		ID: "stall-1", Name: rev, Address: "127.0.0.1", Port: port,
 		Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
-		Meta:  map[string]string{watch.ReadinessPathMeta: "/healthz"},
+		Meta:  map[string]string{revmeta.MetaReadinessPath: "/healthz"},
 		Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthCritical},
 	})
 	if err != nil {

@@ -19,17 +19,6 @@ import (
 	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
-// NamespaceTagPrefix + namespace, when a revision's service carries it, scopes its
-// instances to that namespace; without it the Consul service name (= revision name)
-// alone identifies the revision.
-const NamespaceTagPrefix = "rouse.namespace="
-
-// ReadinessPathMeta is the Consul service meta key under which a revision's service
-// states its HTTP readiness path (e.g. "/healthz"), so the gateway can probe a new
-// instance the moment it registers. Without it the gateway uses the URL of the HTTP check
-// once Consul has run it, and until then a TCP connect.
-const ReadinessPathMeta = "rouse_readiness_path" // Consul meta keys allow only [A-Za-z0-9_-]
-
 // stateFilter selects the checks of rouse services plus the node-level checks that make
 // every service on a node unhealthy.
 const stateFilter = `ServiceTags contains "` + revmeta.TagRouse + `" or CheckID == "serfHealth" or CheckID == "_node_maintenance"`
@@ -152,7 +141,7 @@ func groupChecks(checks consulapi.HealthChecks) map[instKey]*instance {
 		if in == nil {
 			in = &instance{name: c.ServiceName, status: consulapi.HealthPassing}
 			for _, t := range c.ServiceTags {
-				if ns, ok := strings.CutPrefix(t, NamespaceTagPrefix); ok {
+				if ns, ok := strings.CutPrefix(t, revmeta.TagNamespacePrefix); ok {
 					in.ns = ns
 				}
 			}
@@ -240,7 +229,7 @@ func (w *Endpoints) fillAddresses(ctx context.Context, insts map[instKey]*instan
 		if host == "" {
 			host = nodeAddr
 		}
-		results = append(results, found{instKey{node, serviceID}, catalogInfo{addr: net.JoinHostPort(host, strconv.Itoa(port)), probe: meta[ReadinessPathMeta]}})
+		results = append(results, found{instKey{node, serviceID}, catalogInfo{addr: net.JoinHostPort(host, strconv.Itoa(port)), probe: meta[revmeta.MetaReadinessPath]}})
 	}
 	for range min(fetchParallel, len(keys)) {
 		wg.Add(1)

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
 func check(node, sid, name, status string, tags ...string) *consulapi.HealthCheck {
@@ -19,7 +21,7 @@ func TestGroupChecks(t *testing.T) {
 		check("n1", "b", "hello-00001", consulapi.HealthPassing, rouse...),
 		check("n1", "b", "hello-00001", consulapi.HealthWarning, rouse...), // second check of b
 		check("n2", "c", "hello-00001", consulapi.HealthPassing, rouse...), // node n2 is down
-		check("n1", "d", "hello-00002", "maintenance", append(rouse, NamespaceTagPrefix+"prod")...),
+		check("n1", "d", "hello-00002", "maintenance", append(rouse, revmeta.TagNamespacePrefix+"prod")...),
 		check("n1", "x", "other", consulapi.HealthPassing, "web"), // not rouse
 	}
 	checks[2].Output = "HTTP GET http://10.0.0.1:2345/healthz?full=1: 200 OK Output: ok"

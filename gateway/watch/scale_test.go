@@ -12,6 +12,7 @@ import (
 
 	"github.com/rouse-run/rouse/internal/clock"
 	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
 // BenchmarkEndpoints10k measures the endpoints watcher against a real Consul holding
@@ -42,7 +43,7 @@ func BenchmarkEndpoints10k(b *testing.B) {
 		_, err := c.Catalog().Register(&consulapi.CatalogRegistration{
 			Node: node, Address: fmt.Sprintf("10.0.0.%d", i%nodes+1),
 			Service: &consulapi.AgentService{ID: name + "-a", Service: name, Port: 20000 + i%40000,
-				Tags: []string{"rouse", "rouse.service=" + name[:len(name)-6]}, Meta: map[string]string{ReadinessPathMeta: "/healthz"}},
+				Tags: []string{"rouse", "rouse.service=" + name[:len(name)-6]}, Meta: map[string]string{revmeta.MetaReadinessPath: "/healthz"}},
 			Check: &consulapi.AgentCheck{Node: node, CheckID: "ready-" + name, Name: "readiness", Status: consulapi.HealthPassing, ServiceID: name + "-a"},
 		}, nil)
 		return err

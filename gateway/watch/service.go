@@ -44,7 +44,7 @@ func FromServiceEntries(name string, entries []*consulapi.ServiceEntry) *Service
 		if e.Service == nil || e.Node == nil || !slices.Contains(e.Service.Tags, revmeta.TagRouse) {
 			continue
 		}
-		status, probe := consulapi.HealthPassing, e.Service.Meta[ReadinessPathMeta]
+		status, probe := consulapi.HealthPassing, e.Service.Meta[revmeta.MetaReadinessPath]
 		for _, c := range e.Checks {
 			status = worst(status, c.Status)
 			if probe == "" && c.ServiceID != "" {
@@ -53,7 +53,7 @@ func FromServiceEntries(name string, entries []*consulapi.ServiceEntry) *Service
 		}
 		ns := ""
 		for _, t := range e.Service.Tags {
-			if v, ok := strings.CutPrefix(t, NamespaceTagPrefix); ok {
+			if v, ok := strings.CutPrefix(t, revmeta.TagNamespacePrefix); ok {
 				ns = v
 			}
 		}

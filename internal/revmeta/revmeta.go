@@ -22,7 +22,9 @@ const (
 	// TagNamespacePrefix + namespace is the third ("rouse.namespace=default").
 	TagNamespacePrefix = "rouse.namespace="
 	// MetaReadinessPath is the Consul service meta key holding the HTTP readiness path
-	// (Consul meta keys allow only [A-Za-z0-9_-]).
+	// (Consul meta keys allow only [A-Za-z0-9_-]), so the gateway can probe a new instance
+	// the moment it registers; without it, the gateway uses the URL of the HTTP check once
+	// Consul has run it, and until then a TCP connect.
 	MetaReadinessPath = "rouse_readiness_path"
 )
 
