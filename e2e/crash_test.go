@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,7 +13,6 @@ import (
 
 	nomadapi "github.com/hashicorp/nomad/api"
 
-	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/internal/store"
@@ -56,35 +53,6 @@ const (
 	failedAgainBound = 100 * time.Millisecond
 )
 
-// crashAnswer is one answer through the gateway, with the headers the test looks at.
-type crashAnswer struct {
-	code       int
-	body       string
-	retryAfter string
-	revision   string
-	cold       string
-	took       time.Duration
-}
-
-func crashGet(t *testing.T, url string) crashAnswer {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	resp, err := plat.http.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return crashAnswer{code: resp.StatusCode, body: string(b), retryAfter: resp.Header.Get("Retry-After"),
-		revision: resp.Header.Get("X-Revision"), cold: resp.Header.Get(gateway.ColdStartHeader), took: time.Since(start)}
-}
-
 // failureRecord is the scaler's record for the revision in Consul KV (nil: none).
 func failureRecord(t *testing.T, rev string) *store.Failure {
 	t.Helper()
@@ -122,11 +90,11 @@ func TestCrashWhileWaking(t *testing.T) {
 	poll.Until(t, 60*time.Second, rev+" at zero", func() error { return plat.atZero(rev, true) })
 
 	start := time.Now()
-	a := crashGet(t, res.URL)
-	t.Logf("wake of a crashing revision: %d after %s: %q (Retry-After %s)", a.code, a.took.Round(time.Millisecond), strings.TrimSpace(a.body), a.retryAfter)
+	a := plat.mustGet(t, res.URL)
+	t.Logf("wake of a crashing revision: %d after %s: %q (Retry-After %s)", a.code, a.took.Round(time.Millisecond), strings.TrimSpace(a.body), a.retry)
 	want := "rouse: revision " + rev + " failed to start: boom: config missing (exit 3)\n"
-	if a.code != http.StatusServiceUnavailable || a.body != want || a.retryAfter == "" {
-		t.Fatalf("the held request got %d %q (Retry-After %q), want 503 %q with Retry-After", a.code, a.body, a.retryAfter, want)
+	if a.code != http.StatusServiceUnavailable || a.body != want || a.retry == "" {
+		t.Fatalf("the held request got %d %q (Retry-After %q), want 503 %q with Retry-After", a.code, a.body, a.retry, want)
 	}
 	if a.took > crashAnswerBound {
 		t.Errorf("the held request was answered after %s, want ≤ %s", a.took, crashAnswerBound)
@@ -137,10 +105,10 @@ func TestCrashWhileWaking(t *testing.T) {
 	}
 
 	// Within the backoff: answered at once, without waking anything.
-	b := crashGet(t, res.URL)
-	t.Logf("request during the backoff: %d after %s (Retry-After %s)", b.code, b.took.Round(time.Microsecond), b.retryAfter)
-	if b.code != http.StatusServiceUnavailable || b.body != want || b.retryAfter == "" {
-		t.Fatalf("a request during the backoff got %d %q (Retry-After %q)", b.code, b.body, b.retryAfter)
+	b := plat.mustGet(t, res.URL)
+	t.Logf("request during the backoff: %d after %s (Retry-After %s)", b.code, b.took.Round(time.Microsecond), b.retry)
+	if b.code != http.StatusServiceUnavailable || b.body != want || b.retry == "" {
+		t.Fatalf("a request during the backoff got %d %q (Retry-After %q)", b.code, b.body, b.retry)
 	}
 	if b.took > failedAgainBound {
 		t.Errorf("a request during the backoff took %s, want ≤ %s", b.took, failedAgainBound)
@@ -184,7 +152,7 @@ func TestCrashWhileWaking(t *testing.T) {
 		}
 		return nil
 	})
-	c := crashGet(t, res.URL)
+	c := plat.mustGet(t, res.URL)
 	t.Logf("after the backoff, config restored: %d after %s (held %s)", c.code, c.took.Round(time.Millisecond), c.cold)
 	if c.code != http.StatusOK || c.revision != rev || c.cold == "" {
 		t.Fatalf("after the backoff got %d %q from %q (cold start %q), want 200 from %s after a wake", c.code, c.body, c.revision, c.cold, rev)

@@ -137,7 +137,7 @@ func testColdStartDistribution(t *testing.T, w workload) {
 			t.Fatalf("cycle %d: cold-start header %q: %v", c, r.cold, err)
 		}
 		took, held = append(took, r.took), append(held, w)
-		ph, err := plat.wakePhases(revs[i], sent, sent.Add(r.took))
+		ph, err := plat.wakePhases(t, revs[i], sent, sent.Add(r.took))
 		if err != nil {
 			t.Fatalf("cycle %d: %v", c, err)
 		}

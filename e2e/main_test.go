@@ -297,6 +297,7 @@ type response struct {
 	code     int
 	revision string // X-Revision, set by the example apps
 	cold     string // the gateway's cold-start header: how long the request waited for a wake
+	retry    string // Retry-After, on the gateway's own 503s
 	body     string
 	took     time.Duration // request in → response out, at the client
 }
@@ -314,7 +315,7 @@ func (p *platform) get(ctx context.Context, url string) (response, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	r := response{code: resp.StatusCode, revision: resp.Header.Get("X-Revision"),
-		cold: resp.Header.Get(gateway.ColdStartHeader), body: string(b), took: time.Since(start)}
+		cold: resp.Header.Get(gateway.ColdStartHeader), retry: resp.Header.Get("Retry-After"), body: string(b), took: time.Since(start)}
 	return r, err
 }
 
@@ -385,7 +386,8 @@ func (p *platform) atZero(rev string, stopped bool) error {
 // scaler's Jobs.Scale, Nomad's evaluation and placement), placed → the task started (the
 // driver: for docker, creating and starting the container and its network), started →
 // answered (Consul registration, the gateway's probe, the app's first answer).
-func (p *platform) wakePhases(rev string, sent, done time.Time) ([3]time.Duration, error) {
+func (p *platform) wakePhases(t *testing.T, rev string, sent, done time.Time) ([3]time.Duration, error) {
+	t.Helper()
 	var ph [3]time.Duration
 	stubs, _, err := p.c.Nomad.Jobs().Allocations(rev, true, &nomadapi.QueryOptions{})
 	if err != nil {
@@ -404,13 +406,10 @@ func (p *platform) wakePhases(rev string, sent, done time.Time) ([3]time.Duratio
 	// The list's task states carry no events; the allocation itself does, once the client
 	// has sent its update (it batches them: the answer can come first).
 	var started time.Time
-	for deadline := time.Now().Add(5 * time.Second); started.IsZero(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return ph, fmt.Errorf("allocation %s of %s has no Started event after 5s", newest.ID, rev)
-		}
+	poll.Until(t, 5*time.Second, "a Started event on allocation "+newest.ID+" of "+rev, func() error {
 		alloc, _, err := p.c.Nomad.Allocations().Info(newest.ID, &nomadapi.QueryOptions{})
 		if err != nil {
-			return ph, err
+			return err
 		}
 		for _, ts := range alloc.TaskStates {
 			for _, ev := range ts.Events {
@@ -419,7 +418,11 @@ func (p *platform) wakePhases(rev string, sent, done time.Time) ([3]time.Duratio
 				}
 			}
 		}
-	}
+		if started.IsZero() {
+			return errors.New("none yet")
+		}
+		return nil
+	})
 	return [3]time.Duration{placed.Sub(sent), started.Sub(placed), done.Sub(started)}, nil
 }
 

@@ -394,10 +394,7 @@ func (c *conn) redirectHTTPS(start time.Time) bool {
 		}
 	}
 	loc := append([]byte("Location: https://"), host...)
-	if _, port, err := net.SplitHostPort(c.g.PublicAddr()); err == nil && port != "443" {
-		loc = append(append(loc, ':'), port...)
-	}
-	loc = append(append(loc, req.Path...), "\r\n"...)
+	loc = append(append(append(loc, c.g.httpsPort...), req.Path...), "\r\n"...)
 	e := &http1.Error{Status: 308, Reason: "https_redirect", Msg: "rouse: this service is served over https\n"}
 	close := req.Close || !c.bodyBuffered()
 	c.answerWith(nil, start, e, 0, close, loc)

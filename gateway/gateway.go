@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +37,7 @@ type Gateway struct {
 
 	pubLn, admLn net.Listener
 	redirLn      net.Listener // plain HTTP answering 308 to https (nil: none)
+	httpsPort    string       // ":<public port>" in the redirect's Location, "" for 443
 	admin        *fasthttp.Server
 
 	bgCtx context.Context // background work (watches); set by Run before serving
@@ -102,6 +104,9 @@ func New(cfg Config) (*Gateway, error) {
 			g.pubLn.Close()
 			g.admLn.Close()
 			return nil, fmt.Errorf("gateway: redirect listener: %w", err)
+		}
+		if port := strconv.Itoa(g.pubLn.Addr().(*net.TCPAddr).Port); port != "443" {
+			g.httpsPort = ":" + port
 		}
 	}
 	g.id = cfg.ID
