@@ -41,6 +41,7 @@ dev-image: docker tools build
 examples:
 	$(GO) build -o $(BIN)/hello ./examples/hello
 	$(GO) build -o $(BIN)/autoscale ./examples/autoscale
+	$(GO) build -o $(BIN)/grpc-ping ./examples/grpc
 
 ## test: gofmt, go vet, staticcheck, then every test against real Nomad and Consul agents
 test: tools docker fmt-check vet lint

@@ -2,17 +2,42 @@ package gateway
 
 import (
 	"net"
+	"net/http"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/rouse-run/rouse/gateway/balance"
 	"github.com/rouse-run/rouse/gateway/http1"
 )
 
-// logAccess writes the request's access log line.
+// logAccess writes the access log line of an HTTP/1.1 request.
 func (g *Gateway) logAccess(req *http1.Request, remote net.Addr, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
-	// The revision's and the instance's fields were encoded into their loggers once.
+	ce := g.accessEntry(rev, in)
+	if ce == nil {
+		return
+	}
+	fp := g.accessFields()
+	fields := append((*fp)[:0], zap.ByteString("host", req.Host), zap.ByteString("method", req.Method), zap.ByteString("uri", req.Target))
+	g.writeAccess(ce, fp, fields, remote, status, n, d, cold, werr)
+}
+
+// logAccess2 writes the access log line of an HTTP/2 stream: the same fields, and the
+// protocol.
+func (g *Gateway) logAccess2(r *http.Request, remote net.Addr, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
+	ce := g.accessEntry(rev, in)
+	if ce == nil {
+		return
+	}
+	fp := g.accessFields()
+	fields := append((*fp)[:0], zap.String("host", r.Host), zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.String("proto", "HTTP/2.0"))
+	g.writeAccess(ce, fp, fields, remote, status, n, d, cold, werr)
+}
+
+// accessEntry is the line to write, nil when the access log is off. The revision's and
+// the instance's fields were encoded into their loggers once.
+func (g *Gateway) accessEntry(rev *revision, in *balance.Instance[*backend]) *zapcore.CheckedEntry {
 	log := g.access
 	switch {
 	case in != nil && in.Backend.access != nil:
@@ -20,19 +45,19 @@ func (g *Gateway) logAccess(req *http1.Request, remote net.Addr, rev *revision, 
 	case rev != nil && rev.access != nil:
 		log = rev.access
 	}
-	ce := log.Check(zap.InfoLevel, "request")
-	if ce == nil {
-		return
-	}
+	return log.Check(zap.InfoLevel, "request")
+}
+
+func (g *Gateway) accessFields() *[]zap.Field {
 	fp, _ := g.fields.Get().(*[]zap.Field)
 	if fp == nil {
 		fp = new([]zap.Field)
 	}
-	defer func() { clear(*fp); *fp = (*fp)[:0]; g.fields.Put(fp) }()
-	fields := append((*fp)[:0],
-		zap.ByteString("host", req.Host),
-		zap.ByteString("method", req.Method),
-		zap.ByteString("uri", req.Target),
+	return fp
+}
+
+func (g *Gateway) writeAccess(ce *zapcore.CheckedEntry, fp *[]zap.Field, fields []zap.Field, remote net.Addr, status int, n int64, d, cold time.Duration, werr error) {
+	fields = append(fields,
 		zap.Int("status", status),
 		zap.Int64("bytes", n),
 		zap.Duration("duration", d),
@@ -48,5 +73,7 @@ func (g *Gateway) logAccess(req *http1.Request, remote net.Addr, rev *revision, 
 		fields = append(fields, zap.NamedError("write_error", werr))
 	}
 	ce.Write(fields...)
-	*fp = fields
+	clear(fields)
+	*fp = fields[:0]
+	g.fields.Put(fp)
 }

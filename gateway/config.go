@@ -78,8 +78,14 @@ type Config struct {
 
 	// TLS, when set, serves the public listener over TLS with it (gateway/certs builds
 	// one: certificates chosen by SNI, reloaded when their files change); nil serves plain
-	// HTTP. Its MinVersion is raised to TLS 1.2 and NextProtos defaults to http/1.1.
+	// HTTP. Its MinVersion is raised to TLS 1.2 and NextProtos defaults to h2, http/1.1.
 	TLS *tls.Config
+	// NoH2CUpgrade declines HTTP/1.1 requests with Upgrade: h2c on the plain listener
+	// (they are then served as HTTP/1.1); by default the gateway answers 101 and serves
+	// the connection as HTTP/2. Set it when a proxy in front tunnels upgrades it does not
+	// understand: such a proxy would then pass a client's HTTP/2 through unseen (h2c
+	// smuggling). Prior-knowledge h2c and h2 over TLS are unaffected.
+	NoH2CUpgrade bool
 	// RedirectAddr, with TLS, is a plain-HTTP listener that answers every request 308 to
 	// the same host and target over https (default: none).
 	RedirectAddr string
@@ -114,7 +120,7 @@ func (c Config) withDefaults() (Config, error) {
 		t := c.TLS.Clone() // the caller's config stays as it was
 		t.MinVersion = max(t.MinVersion, tls.VersionTLS12)
 		if len(t.NextProtos) == 0 {
-			t.NextProtos = []string{"http/1.1"}
+			t.NextProtos = []string{"h2", "http/1.1"}
 		}
 		c.TLS = t
 	}

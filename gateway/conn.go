@@ -24,6 +24,7 @@ const (
 	connIdle int32 = iota
 	connActive
 	connClosing
+	connHTTP2 // served by the HTTP/2 server: drain sends it GOAWAY
 )
 
 // deadlineSlack: idle and write deadlines are pushed only when they have moved this much,
@@ -42,8 +43,8 @@ type conn struct {
 	c      net.Conn
 	buf    []byte // read buffer; buf[r:w] is unread; the current request starts at r
 	r, w   int
-	out    []byte // what is being written: a head, with a small body
-	dec    []byte // a chunked response's data, for an HTTP/1.0 client
+	out    []byte       // what is being written: a head, with a small body
+	framer http1.Framer // the response body's framing (and, for HTTP/1.0, its data unchunked)
 	state  atomic.Int32
 	readDL time.Time
 	wrDL   time.Time
@@ -53,6 +54,7 @@ type conn struct {
 	// redirect: a connection of the redirect listener, whose every request gets a 308 to
 	// https.
 	redirect bool
+	served   bool // a request was read on it
 	req      http1.Request
 	resp     http1.Response
 	// idleAt is when the last response ended: the next idle deadline is counted from it
@@ -164,7 +166,17 @@ func (c *conn) serve() {
 		c.ip = ta.AddrPort().Addr().Unmap().AppendTo(nil)
 	}
 	c.remote = &connAddr{Addr: c.c.RemoteAddr(), s: c.c.RemoteAddr().String()}
-	for {
+	if tc, ok := c.c.(*tls.Conn); ok {
+		h2, ok := c.handshake(tc)
+		if !ok {
+			return
+		}
+		if h2 {
+			c.serveH2(nil, nil, nil)
+			return
+		}
+	}
+	for first := true; ; first = false {
 		n, ok := c.readHead()
 		if !ok {
 			return
@@ -172,14 +184,21 @@ func (c *conn) serve() {
 		if !c.state.CompareAndSwap(connIdle, connActive) {
 			return // drain began while it waited
 		}
+		c.served = true
 		if n < 0 {
 			c.req.Method = nil // no head was parsed: not a HEAD, nothing to log
 			c.answer(nil, g.clk.Now(), http1.ErrHeadTooLarge, "", 0, true)
 			c.linger()
 			return
 		}
+		if first && !c.redirect && c.proto == "http" && c.isPreface(n) {
+			c.serveH2(c.buf[c.r:c.w], nil, nil) // prior knowledge: the preface's rest follows
+			return
+		}
 		if !c.exchange(n) {
-			c.linger()
+			if c.state.Load() != connHTTP2 {
+				c.linger()
+			}
 			return
 		}
 		if g.draining.Load() || !c.state.CompareAndSwap(connActive, connIdle) {
@@ -187,6 +206,13 @@ func (c *conn) serve() {
 		}
 	}
 }
+
+// tlsHandshakeRecord is the first byte of a TLS connection (a handshake record).
+const tlsHandshakeRecord = 0x16
+
+// plainFresh: nothing was served on this plain connection yet (its first bytes are the
+// first of buf).
+func (c *conn) plainFresh() bool { return c.proto == "http" && !c.served }
 
 // readHead reads until buf[r:] holds a whole request head and returns its length, or -1
 // when no head fits in MaxHeaderBytes. False: close the connection (it closed, timed
@@ -232,6 +258,12 @@ func (c *conn) readHead() (int, bool) {
 		}
 		n, err := c.c.Read(c.buf[c.w:])
 		c.w += n
+		if c.w > 0 && c.buf[0] == tlsHandshakeRecord && c.plainFresh() {
+			// A TLS client hello on a plain listener: no HTTP can follow, so the
+			// connection closes now rather than at ReadTimeout.
+			g.metrics.rejected.WithLabelValues("tls_on_plain_listener").Inc()
+			return 0, false
+		}
 		if err != nil {
 			if n > 0 {
 				continue

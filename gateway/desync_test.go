@@ -916,6 +916,8 @@ var upgradeScript = serveEach(func(c *recConn, r *recReq) bool {
 // forwarded at all (the gateway closed) — never relayed as raw bytes. An upgrade the
 // instance accepts is closed once idle longer than IdleTimeout.
 func TestDesyncRefusedUpgrade(t *testing.T) {
+	// h2c with the gateway's upgrade off (NoH2CUpgrade): declined like net/http does. With
+	// it on, the gateway terminates the upgrade itself (TestH2CUpgrade).
 	for _, tc := range []struct{ name, headers string }{
 		{"foo", "Connection: upgrade\r\nUpgrade: foo\r\n"},
 		{"h2c", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"},
@@ -923,7 +925,7 @@ func TestDesyncRefusedUpgrade(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := "desync-upgrade-" + tc.name
 			h := host(svc)
-			for _, s := range bothSides(t, svc, upgradeScript, nil) {
+			for _, s := range bothSides(t, svc, upgradeScript, func(c *gateway.Config) { c.NoH2CUpgrade = true }) {
 				rc := dialRaw(t, s.addr)
 				if a := rc.do("GET /upgrade HTTP/1.1\r\nHost: "+h+"\r\n"+tc.headers+"\r\n", "GET", 5*time.Second); !a.is(200, "refused") {
 					t.Errorf("%s: the refused upgrade: %s, want the instance's 200 %q", s.who, a, "refused")

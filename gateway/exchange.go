@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -47,20 +45,13 @@ func (c *conn) exchange(headLen int) bool {
 	if c.redirect {
 		return c.redirectHTTPS(start)
 	}
-	rt := g.routing.Load()
-	if rt == nil {
-		return c.fail(nil, start, 0, failure{&http1.Error{Status: 503, Reason: "starting", Msg: "rouse: the gateway has not read its routes from Consul yet\n"}, "1"})
+	if req.H2C && c.proto == "http" && !g.cfg.NoH2CUpgrade && c.upgradeH2C(headLen) {
+		return false // served as HTTP/2 until it closed
 	}
-	route := rt.tbl.Lookup(req.Host)
-	if route == nil {
-		g.metrics.unknownHost.Inc()
-		return c.fail(nil, start, 0, failure{&http1.Error{Status: 404, Reason: "unknown_host", Msg: "rouse: no service for host " + strconv.Quote(string(req.Host)) + "\n"}, ""})
+	rev, f := g.route(req.Host)
+	if f != nil {
+		return c.fail(nil, start, 0, *f)
 	}
-	tgt := route.Pick(rand.Uint32())
-	if tgt == nil {
-		return c.fail(nil, start, 0, failure{&http1.Error{Status: 503, Reason: "no_target", Msg: "rouse: service " + route.Namespace + "/" + route.Service + " has no revision with a traffic share\n"}, ""})
-	}
-	rev := rt.revs[tgt.Index]
 	if g.cfg.MaxBodyBytes > 0 && req.Body == http1.Length && req.Length > g.cfg.MaxBodyBytes {
 		c.answer(rev, start, http1.ErrBodyTooLarge, "", 0, true)
 		return false
@@ -74,6 +65,9 @@ func (c *conn) exchange(headLen int) bool {
 			_ = http1.ParseRequest(c.buf[c.r:c.r+headLen], req)
 		}
 	}
+	if rev.config().H2C() {
+		return c.toH2C(rev, start, headLen)
+	}
 	if req.Upgrade != nil {
 		return c.tunnel(rev, start, headLen)
 	}
@@ -84,7 +78,7 @@ func (c *conn) exchange(headLen int) bool {
 func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 	g, req := c.g, &c.req
 	deadline := start.Add(rev.timeout())
-	in, cold, f := g.acquire(rev, start, deadline)
+	in, cold, f := g.acquire(rev, start, deadline, nil)
 	if f != nil {
 		return c.fail(rev, start, cold, *f)
 	}
@@ -109,25 +103,13 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 	c.out = out
 	replayable := body.complete()
 
-	var uc *upstream.Conn
-	var err error
-	for dials, stale := 1, 0; ; {
-		uc, err = in.Backend.pool.Get(start, deadline)
-		if err != nil {
-			rev.pool.Release(in)
-			if isDialError(err) {
-				rev.markDown(in)
-			}
-			if dials++; dials > maxDialAttempts {
-				return c.fail(rev, start, cold, upstreamFailure(rev, err))
-			}
-			var wait time.Duration
-			in, wait, f = g.acquire(rev, start, deadline) // another instance, or wait for one
-			cold += wait
-			if f != nil {
-				return c.fail(rev, start, cold, *f)
-			}
-			continue
+	for stale := 0; ; {
+		var uc *upstream.Conn
+		var wait time.Duration
+		uc, in, wait, f = g.connect(rev, in, start, deadline, nil)
+		cold += wait
+		if f != nil {
+			return c.fail(rev, start, cold, *f)
 		}
 		uc.SetDeadline(deadline, rev.timeout())
 		_, werr := uc.Write(out)
@@ -139,6 +121,7 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 			}
 		}
 		var rhead []byte
+		var err error
 		if werr == nil {
 			rhead, err = uc.ReadHead(req.Method, &c.resp)
 		} else {
@@ -161,6 +144,35 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 		}
 		rev.pool.Release(in)
 		return c.fail(rev, start, cold, upstreamFailure(rev, err))
+	}
+}
+
+// connect gets a connection to in, the instance whose slot the request holds. When in
+// refuses connections it is marked down and the request takes a slot on another
+// (waiting for one if need be: wait says how long), up to maxDialAttempts instances. On
+// a failure the slot is released.
+func (g *Gateway) connect(rev *revision, in *balance.Instance[*backend], start, deadline time.Time, gone <-chan struct{}) (*upstream.Conn, *balance.Instance[*backend], time.Duration, *failure) {
+	var cold time.Duration
+	for dials := 1; ; dials++ {
+		uc, err := in.Backend.pool.Get(start, deadline)
+		if err == nil {
+			return uc, in, cold, nil
+		}
+		rev.pool.Release(in)
+		if isDialError(err) {
+			rev.markDown(in)
+		}
+		if dials >= maxDialAttempts {
+			f := upstreamFailure(rev, err)
+			return nil, nil, cold, &f
+		}
+		var wait time.Duration
+		var f *failure
+		in, wait, f = g.acquire(rev, start, deadline, gone) // another instance, or wait for one
+		cold += wait
+		if f != nil {
+			return nil, nil, cold, f
+		}
 	}
 }
 
@@ -209,43 +221,13 @@ func (c *conn) relay(rev *revision, in *balance.Instance[*backend], uc *upstream
 // arrives. complete: the body ended where its framing said and nothing followed it (the
 // connection can be kept).
 func (c *conn) relayBody(uc *upstream.Conn, out []byte, dechunk bool) (n int64, werr error, complete bool) {
-	resp := &c.resp
-	var cs http1.ChunkScanner
-	remaining := resp.Length
-	// part is the message's share of b: b[:used], or (dechunk) only its data in c.dec.
-	part := func(b []byte) (used int, fin bool, err error) {
-		switch resp.Body {
-		case http1.Chunked:
-			if !dechunk {
-				used, err = cs.Scan(b)
-				return used, cs.Done(), err
-			}
-			for used < len(b) && !cs.Done() {
-				k, data, err := cs.Next(b[used:])
-				if err != nil {
-					return used, false, err
-				}
-				if data {
-					c.dec = append(c.dec, b[used:used+k]...)
-				}
-				used += k
-			}
-			return used, cs.Done(), nil
-		case http1.UntilClose:
-			return len(b), false, nil
-		case http1.Length:
-			k := int(min(int64(len(b)), remaining))
-			remaining -= int64(k)
-			return k, remaining == 0, nil
-		}
-		return 0, true, nil
-	}
+	fr := &c.framer
+	fr.Reset(&c.resp, dechunk)
 	// The head and the body bytes read with it go out in one write.
-	c.dec = c.dec[:0]
-	used, fin, err := part(uc.Buf[uc.R:uc.W])
+	used, fin, err := fr.Part(uc.Buf[uc.R:uc.W])
 	if dechunk {
-		out = append(out, c.dec...)
-		n = int64(len(c.dec))
+		out = append(out, fr.Data...)
+		n = int64(len(fr.Data))
 	} else {
 		out = append(out, uc.Buf[uc.R:uc.R+used]...)
 		n = int64(used)
@@ -261,12 +243,12 @@ func (c *conn) relayBody(uc *upstream.Conn, out []byte, dechunk bool) (n int64, 
 		m, rerr := uc.Conn.Read(uc.Buf)
 		uc.W = m
 		if m > 0 {
-			c.dec = c.dec[:0]
-			used, fin, err = part(uc.Buf[:m])
+			fr.Data = fr.Data[:0]
+			used, fin, err = fr.Part(uc.Buf[:m])
 			uc.R = used
 			chunk := uc.Buf[:used]
 			if dechunk {
-				chunk = c.dec
+				chunk = fr.Data
 			}
 			if len(chunk) > 0 {
 				c.pushWriteDeadline()
@@ -277,7 +259,7 @@ func (c *conn) relayBody(uc *upstream.Conn, out []byte, dechunk bool) (n int64, 
 			}
 		}
 		if rerr != nil && err == nil && !fin {
-			if rerr == io.EOF && resp.Body == http1.UntilClose {
+			if rerr == io.EOF && c.resp.Body == http1.UntilClose {
 				return n, nil, false
 			}
 			return n, rerr, false // the client sees a cut-off body, then a close

@@ -68,6 +68,8 @@ type Gateway struct {
 	fields    sync.Pool     // of *[]zap.Field, for access log lines
 	runOnce   atomic.Bool
 
+	h2         h2engine  // HTTP/2 from clients, h2c to instances
+	h2bufs     sync.Pool // of *h2bufs
 	conns      conns     // the public listener's client connections
 	bufs       sync.Pool // of *connBufs
 	streamBufs sync.Pool // of *[]byte, for request bodies that stream
@@ -128,6 +130,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.peers = watch.NewPeers(cfg.Consul, g.log, g.clk, func() { g.metrics.watchErrors.WithLabelValues("peers").Inc() })
 	}
 	g.conns.set = map[*conn]struct{}{}
+	g.newH2()
 	g.admin = g.newAdminServer()
 	return g, nil
 }
@@ -236,6 +239,7 @@ func (g *Gateway) drain() {
 		g.redirLn.Close()
 	}
 	connsDone := g.conns.drain(false)
+	g.drainH2(ctx)
 	go func() {
 		defer close(done)
 		select {
@@ -249,6 +253,7 @@ func (g *Gateway) drain() {
 		g.log.Warn("drain timeout: abandoning in-flight requests", zap.Duration("timeout", g.cfg.DrainTimeout))
 		close(g.drainHard)
 		g.conns.drain(true)
+		g.h2.tr.CloseIdleConnections()
 		select {
 		case <-done:
 		case <-time.After(2 * time.Second):

@@ -10,7 +10,9 @@ import (
 // acquire gets a slot on an instance of rev: at once when one is free, else by holding
 // the request while the revision wakes or queueing it while its instances are full. cold
 // is how long it was held for a cold start; a failure says how to answer instead.
-func (g *Gateway) acquire(rev *revision, start, deadline time.Time) (*balance.Instance[*backend], time.Duration, *failure) {
+// gone, when it closes, means the client left (an HTTP/2 stream reset): the place in the
+// queue is given up at once (nil for a connection that waits for its answer).
+func (g *Gateway) acquire(rev *revision, start, deadline time.Time, gone <-chan struct{}) (*balance.Instance[*backend], time.Duration, *failure) {
 	if in := rev.pool.TryAcquire(); in != nil {
 		return in, 0, nil
 	}
@@ -53,6 +55,10 @@ func (g *Gateway) acquire(rev *revision, start, deadline time.Time) (*balance.In
 		in = rev.pool.Cancel(w)
 	case <-g.drainHard:
 		in = rev.pool.Cancel(w)
+	case <-gone:
+		if in = rev.pool.Cancel(w); in == nil {
+			return nil, 0, &failure{errClientGone, ""}
+		}
 	}
 	t.Stop()
 	if in == nil {

@@ -20,6 +20,8 @@ type metrics struct {
 	tableUpdates prometheus.Counter
 	watchErrors  *prometheus.CounterVec
 	probes       *prometheus.CounterVec
+	h2Conns      prometheus.Counter
+	h2Errors     *prometheus.CounterVec
 
 	requestsDesc, inFlightDesc, queuedDesc, heldDesc, readyDesc *prometheus.Desc
 }
@@ -50,6 +52,10 @@ func newMetrics(reg *prometheus.Registry, g *Gateway) (*metrics, error) {
 			Help: "Failed Consul blocking queries, by watch (the last state keeps being served)."}, []string{"watch"}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "rouse", Subsystem: "gateway", Name: "readiness_probes_total",
 			Help: "The gateway's own readiness probes of starting instances, by result."}, []string{"result"}),
+		h2Conns: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "rouse", Subsystem: "gateway", Name: "http2_connections_total",
+			Help: "Client connections served as HTTP/2 (ALPN h2, prior-knowledge h2c, or Upgrade: h2c)."}),
+		h2Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "rouse", Subsystem: "gateway", Name: "http2_errors_total",
+			Help: "HTTP/2 protocol errors and limits hit, by the HTTP/2 library's name for them (upstream_… for connections to h2c instances)."}, []string{"type"}),
 		requestsDesc: prometheus.NewDesc("rouse_gateway_requests_total", "Requests completed, by revision and status code.",
 			append(revLabels, "code"), nil),
 		inFlightDesc: prometheus.NewDesc("rouse_gateway_in_flight_requests", "Requests being proxied to an instance.", revLabels, nil),
@@ -57,7 +63,7 @@ func newMetrics(reg *prometheus.Registry, g *Gateway) (*metrics, error) {
 		heldDesc:     prometheus.NewDesc("rouse_gateway_held_requests", "Requests held because the revision has no ready instance.", revLabels, nil),
 		readyDesc:    prometheus.NewDesc("rouse_gateway_ready_instances", "Instances the gateway routes to.", revLabels, nil),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.coldStart, m.unknownHost, m.rejected, m.tableUpdates, m.watchErrors, m.probes, m} {
+	for _, c := range []prometheus.Collector{m.duration, m.coldStart, m.unknownHost, m.rejected, m.tableUpdates, m.watchErrors, m.probes, m.h2Conns, m.h2Errors, m} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

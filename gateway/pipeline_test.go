@@ -114,6 +114,9 @@ func newPipeRig(tb testing.TB, svc string) *pipeRig {
 		// Not the test's logger: a fuzz function may not log through its *testing.F.
 		c.Logger = zap.New(zapcore.NewCore(enc, rig.logs, zapcore.WarnLevel))
 		c.AccessLog = zap.New(zapcore.NewCore(enc.Clone(), rig.access, zapcore.InfoLevel))
+		// The model serves an h2c upgrade as HTTP/1.1, as net/http does; the upgrade
+		// itself is tested in h2_test.go and h2hostile_test.go.
+		c.NoH2CUpgrade = true
 	})
 	rig.addr = g.PublicAddr()
 	return rig

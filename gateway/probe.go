@@ -8,6 +8,7 @@ import (
 
 	"github.com/rouse-run/rouse/gateway/balance"
 	"github.com/rouse-run/rouse/gateway/upstream"
+	"github.com/rouse-run/rouse/gateway/watch"
 )
 
 // Probing schedule for a registered-but-not-yet-passing instance of a revision with
@@ -83,7 +84,7 @@ func (r *revision) probeLoop() {
 			}
 			out[b]++
 			go func() {
-				ok := r.g.probe(b, paths[i])
+				ok := r.g.probe(b, paths[i], r.config().H2C())
 				select {
 				case results <- probeResult{b, ok}:
 				case <-done:
@@ -137,8 +138,11 @@ func (r *revision) probeLoop() {
 
 // probe asks an instance for its readiness path (what Consul's HTTP check asks) and
 // accepts a 2xx; with no HTTP check known it accepts a TCP connection.
-func (g *Gateway) probe(b *backend, path string) bool {
-	if path == "" {
+func (g *Gateway) probe(b *backend, path string, h2c bool) bool {
+	if h2c && path != "" {
+		return g.probeH2C(b.addr, path)
+	}
+	if path == "" || path == watch.ProbeGRPC {
 		c, err := net.DialTimeout("tcp", b.addr, probeTimeout)
 		if err != nil {
 			return false

@@ -40,7 +40,7 @@ func (p testPKI) withTLS(redirect bool) func(*gateway.Config) {
 
 // An https request is routed by Host like any other, reaches the instance as plain
 // HTTP/1.1 with X-Forwarded-Proto: https, and the listener speaks TLS 1.2 or later with
-// ALPN http/1.1 only.
+// ALPN http/1.1 when the client offers only that (h2 is tested in h2_test.go).
 func TestTLSServesAndForwards(t *testing.T) {
 	const svc = "tls-basic"
 	pki := newTestPKI(t, "*."+ns+".localhost")
@@ -53,7 +53,7 @@ func TestTLSServesAndForwards(t *testing.T) {
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, network, g.PublicAddr())
 		},
-		TLSClientConfig: &tls.Config{RootCAs: pki.pool, NextProtos: []string{"h2", "http/1.1"}, VerifyConnection: func(cs tls.ConnectionState) error { state = cs; return nil }},
+		TLSClientConfig: &tls.Config{RootCAs: pki.pool, NextProtos: []string{"http/1.1"}, VerifyConnection: func(cs tls.ConnectionState) error { state = cs; return nil }},
 	}}
 	for i := range 3 { // one kept-alive connection
 		resp, err := c.Get(fmt.Sprintf("https://%s/x/%d?q=1", host(svc), i))

@@ -27,7 +27,7 @@ func (c *conn) tunnel(rev *revision, start time.Time, headLen int) bool {
 		return false
 	}
 	deadline := start.Add(rev.timeout())
-	in, cold, f := g.acquire(rev, start, deadline)
+	in, cold, f := g.acquire(rev, start, deadline, nil)
 	if f != nil {
 		return c.fail(rev, start, cold, *f)
 	}

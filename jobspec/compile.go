@@ -56,6 +56,10 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 		Service: s.Name, Namespace: s.Namespace, Revision: rev, Generation: gen, SpecHash: s.TemplateHash(),
 		Concurrency: s.Concurrency, Timeout: s.Timeout, Autoscaling: s.Autoscaling,
 	}
+	if s.Protocol == revmeta.ProtocolH2C {
+		// HTTP/1.1 stays "", so its job meta and KV copy are what they were before protocol.
+		cfg.Protocol = revmeta.ProtocolH2C
+	}
 	// The count Nomad starts the revision at; with initial = 0 and min = 0 that is zero:
 	// the revision is registered and routed, and the first request wakes it.
 	count := InitialCount(s)
@@ -105,6 +109,11 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 		Path:     s.Readiness.Path,
 		Interval: s.Readiness.Interval,
 		Timeout:  s.Readiness.Timeout,
+	}
+	if s.Readiness.Type == "grpc" {
+		// The standard health service for the whole server (grpc_service ""), in plain
+		// text: the instance speaks h2c.
+		readiness.GRPCUseTLS = false
 	}
 
 	var constraints []*nomadapi.Constraint
@@ -168,9 +177,9 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 					Provider:  "consul",
 					PortLabel: revmeta.PortLabel,
 					// The namespace tag lets the gateway tell same-named revisions of two
-					// namespaces apart; the readiness path in meta lets it probe an instance the
-					// moment it registers (Consul's API does not return a check's URL, and meta
-					// keys may not contain dots).
+					// namespaces apart; the readiness path (or the grpc mark) in meta lets it probe
+					// an instance the moment it registers (Consul's API does not return a check's
+					// URL, and meta keys may not contain dots).
 					Tags:   []string{revmeta.TagRouse, revmeta.TagServicePrefix + s.Name, revmeta.TagNamespacePrefix + s.Namespace},
 					Meta:   readinessMeta(s),
 					Checks: []nomadapi.ServiceCheck{readiness},
@@ -224,7 +233,21 @@ func check(s *Spec, gen int) error {
 	if s.Timeout < minTimeout || s.Timeout > revmeta.MaxTimeout {
 		errs = append(errs, fmt.Errorf("timeout %s out of range", s.Timeout))
 	}
-	if s.Readiness.Type != "http" && s.Readiness.Type != "tcp" {
+	switch s.Protocol {
+	case revmeta.ProtocolHTTP1, revmeta.ProtocolH2C, "": // "" is http1 in a hand-built Spec
+	default:
+		errs = append(errs, fmt.Errorf("protocol %q: want %s or %s", s.Protocol, revmeta.ProtocolHTTP1, revmeta.ProtocolH2C))
+	}
+	switch s.Readiness.Type {
+	case "http", "tcp":
+	case "grpc":
+		if s.Protocol != revmeta.ProtocolH2C {
+			errs = append(errs, errors.New("readiness type grpc needs protocol h2c"))
+		}
+		if s.Readiness.Path != "" {
+			errs = append(errs, fmt.Errorf("readiness path %q: a grpc check has none", s.Readiness.Path))
+		}
+	default:
 		errs = append(errs, fmt.Errorf("readiness type %q", s.Readiness.Type))
 	}
 	if err := s.Autoscaling.Validate(); err != nil {
@@ -245,8 +268,11 @@ func optional(v int) *int {
 
 // readinessMeta is the Consul service meta the gateway probes waking instances with.
 func readinessMeta(s *Spec) map[string]string {
-	if s.Readiness.Type == "tcp" {
+	switch s.Readiness.Type {
+	case "tcp":
 		return nil
+	case "grpc":
+		return map[string]string{revmeta.MetaReadinessGRPC: "true"}
 	}
 	return map[string]string{revmeta.MetaReadinessPath: s.Readiness.Path}
 }

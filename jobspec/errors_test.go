@@ -422,6 +422,48 @@ func TestBadSpecs(t *testing.T) {
 			},
 		},
 		{
+			name: "unknown protocol",
+			src:  "service \"a\" {\n  image    = \"x\"\n  protocol = \"h2\"\n}\n",
+			want: []want{{"Invalid protocol", "3:14"}},
+		},
+		{
+			name: "grpc readiness without h2c",
+			src: `service "a" {
+  image    = "x"
+  protocol = "http1"
+  readiness {
+    type = "grpc"
+  }
+}
+`,
+			want: []want{{"Invalid readiness.type", "5:12"}},
+		},
+		{
+			name: "grpc readiness with a path",
+			src: `service "a" {
+  image    = "x"
+  protocol = "h2c"
+  readiness {
+    type = "grpc"
+    path = "/healthz"
+  }
+}
+`,
+			want: []want{{"Invalid readiness.path", "6:12"}},
+		},
+		{
+			name: "path with h2c's default tcp readiness",
+			src: `service "a" {
+  image    = "x"
+  protocol = "h2c"
+  readiness {
+    path = "/healthz"
+  }
+}
+`,
+			want: []want{{"Invalid readiness.path", "5:12"}},
+		},
+		{
 			name: "undefined references and functions",
 			src: `service "a" {
   image   = vars.image

@@ -37,7 +37,7 @@ func serviceSchema() *hcl.BodySchema {
 		Attributes: []hcl.AttributeSchema{
 			{Name: "namespace"}, {Name: "revision_name"}, {Name: "datacenters"},
 			{Name: "image"}, {Name: "resolve_image"}, {Name: "command"}, {Name: "driver"}, {Name: "args"}, {Name: "port"}, {Name: "network"},
-			{Name: "env"}, {Name: "concurrency"}, {Name: "timeout"},
+			{Name: "protocol"}, {Name: "env"}, {Name: "concurrency"}, {Name: "timeout"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "resources"}, {Type: "readiness"}, {Type: "constraint"},
@@ -85,6 +85,7 @@ func decodeService(block *hcl.Block, sc *scope) (*Spec, hcl.Diagnostics) {
 		}
 	}
 	d.workload(a)
+	d.protocol(a)
 	d.env(a)
 
 	a.int("concurrency", &s.Concurrency, 0, maxConcurrency)
@@ -198,6 +199,25 @@ func (d *decoder) workload(a body) {
 	}
 }
 
+// protocol decodes how the gateway talks to the instances. With h2c the readiness check
+// defaults to tcp: Consul's and Nomad's HTTP check speaks HTTP/1.1, which an h2c-only
+// server (grpc-go's, for one) refuses.
+func (d *decoder) protocol(a body) {
+	s := d.spec
+	s.Protocol = revmeta.ProtocolHTTP1
+	if !a.str("protocol", &s.Protocol) {
+		return
+	}
+	switch s.Protocol {
+	case revmeta.ProtocolHTTP1:
+	case revmeta.ProtocolH2C:
+		s.Readiness.Type, s.Readiness.Path = "tcp", ""
+	default:
+		a.invalid("protocol", `protocol is %q (the default: HTTP/1.1 to the instances) or %q (HTTP/2 without TLS, which gRPC servers need), not %q.`,
+			revmeta.ProtocolHTTP1, revmeta.ProtocolH2C, s.Protocol)
+	}
+}
+
 // reservedEnv are set by rouse on every instance.
 func reservedEnv(name string) bool {
 	switch name {
@@ -249,17 +269,39 @@ func validEnvName(s string) bool {
 
 func (d *decoder) readiness(r body) {
 	rd := &d.spec.Readiness
-	if r.str("type", &rd.Type) && rd.Type != "http" && rd.Type != "tcp" {
-		r.invalid("type", `type must be "http" or "tcp", not %q.`, rd.Type)
+	h2c := d.spec.Protocol == revmeta.ProtocolH2C
+	typed := r.str("type", &rd.Type)
+	if typed {
+		switch rd.Type {
+		case "http":
+			if rd.Path == "" { // cleared by protocol = "h2c"
+				rd.Path = "/"
+			}
+		case "tcp":
+		case "grpc":
+			if d.spec.Protocol == revmeta.ProtocolHTTP1 {
+				r.invalid("type", `A grpc readiness check needs protocol = "h2c": gRPC runs over HTTP/2, and with protocol = "http1" `+
+					`(the default) the gateway speaks HTTP/1.1 to the instances.`)
+			}
+		default:
+			r.invalid("type", `type must be "http", "tcp" or "grpc", not %q.`, rd.Type)
+		}
 	}
 	if r.str("path", &rd.Path) {
-		if rd.Type == "tcp" {
+		switch {
+		case rd.Type == "tcp" && h2c && !typed:
+			r.invalid("path", `With protocol = "h2c" the readiness type defaults to "tcp", which has no path. `+
+				`Set type = "http" if the server also answers HTTP/1.1 (Consul's HTTP check speaks HTTP/1.1), `+
+				`or type = "grpc" for the gRPC health check.`)
+		case rd.Type == "tcp":
 			r.invalid("path", "A tcp readiness check has no path.")
-		} else if !strings.HasPrefix(rd.Path, "/") {
+		case rd.Type == "grpc":
+			r.invalid("path", `A grpc readiness check has no path: it calls grpc.health.v1.Health/Check for the whole server (service "").`)
+		case !strings.HasPrefix(rd.Path, "/"):
 			r.invalid("path", "path must start with \"/\", not %q.", rd.Path)
 		}
 	}
-	if rd.Type == "tcp" {
+	if rd.Type == "tcp" || rd.Type == "grpc" {
 		rd.Path = ""
 	}
 	// Consul's minimum interval and timeout are 1s.

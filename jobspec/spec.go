@@ -38,7 +38,11 @@ type Spec struct {
 	// network namespace, Port mapped from a free port of the node) or "host" (the node's
 	// network, as a command has: the app listens on $PORT). "" for commands.
 	Network string
-	Env     map[string]string
+	// Protocol is how the gateway talks to the instances: revmeta.ProtocolHTTP1 (the
+	// default) or revmeta.ProtocolH2C (HTTP/2 without TLS, prior knowledge: gRPC). ""
+	// in a hand-built Spec is HTTP/1.1.
+	Protocol string
+	Env      map[string]string
 
 	// ResolveImage is resolve_image (default true with an image): apply resolves Image's
 	// tag to the digest it names, so the revision keeps running that content when the tag
@@ -80,7 +84,7 @@ type Resources struct {
 // Readiness is the check Consul runs against each instance; the gateway only routes to
 // instances whose check passes (and probes waking instances itself).
 type Readiness struct {
-	Type     string        `json:"type"`           // "http" or "tcp"
+	Type     string        `json:"type"`           // "http", "tcp" or "grpc" (only with protocol h2c)
 	Path     string        `json:"path,omitempty"` // for http; default "/"
 	Interval time.Duration `json:"interval"`
 	Timeout  time.Duration `json:"timeout"`
@@ -136,7 +140,8 @@ func (s *Spec) TemplateHash() string {
 		Command      string              `json:"command,omitempty"`
 		Args         []string            `json:"args,omitempty"`
 		Port         int                 `json:"port,omitempty"`
-		Network      string              `json:"network,omitempty"` // "" for the default, bridge
+		Network      string              `json:"network,omitempty"`  // "" for the default, bridge
+		Protocol     string              `json:"protocol,omitempty"` // "" for the default, http1
 		Env          map[string]string   `json:"env,omitempty"`
 		Resources    Resources           `json:"resources"`
 		Concurrency  int                 `json:"concurrency,omitempty"`
@@ -146,8 +151,8 @@ func (s *Spec) TemplateHash() string {
 		Autoscaling  revmeta.Autoscaling `json:"autoscaling"`
 	}{
 		s.Name, s.Namespace, s.RevisionName, s.Datacenters, s.Image, s.ImageDigest, s.Driver, s.Command,
-		s.Args, s.Port, hashedNetwork(s.Network), s.Env, s.Resources, s.Concurrency, s.Timeout, s.Readiness,
-		s.Constraints, s.Autoscaling,
+		s.Args, s.Port, hashedNetwork(s.Network), hashedProtocol(s.Protocol), s.Env, s.Resources, s.Concurrency,
+		s.Timeout, s.Readiness, s.Constraints, s.Autoscaling,
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -166,4 +171,13 @@ func hashedNetwork(n string) string {
 		return ""
 	}
 	return n
+}
+
+// hashedProtocol is Protocol as TemplateHash sees it: the default, http1, as absent, so
+// that specs hashed before protocol existed keep their hashes; only h2c is in the hash.
+func hashedProtocol(p string) string {
+	if p == revmeta.ProtocolHTTP1 {
+		return ""
+	}
+	return p
 }

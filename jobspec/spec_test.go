@@ -155,6 +155,7 @@ func TestDefaults(t *testing.T) {
 }`, nil, nil)
 	want := &Spec{
 		Name: "d", Namespace: "default", Datacenters: []string{"*"}, Command: "/bin/d", Driver: "raw_exec",
+		Protocol:  revmeta.ProtocolHTTP1,
 		Resources: Resources{CPU: 100, MemoryMB: 300}, Timeout: 300 * time.Second,
 		Readiness: Readiness{Type: "http", Path: "/", Interval: time.Second, Timeout: time.Second},
 		Autoscaling: revmeta.Autoscaling{

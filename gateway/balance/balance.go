@@ -73,6 +73,10 @@ type Pool[B any] struct {
 	set      atomic.Pointer[[]*Instance[B]]
 	nwait    atomic.Int64
 	inflight atomic.Int64
+	// rr moves where the exact scan starts, so instances equally loaded take turns: one
+	// client sending one request at a time (an HTTP/2 connection, a keep-alive loop) is
+	// spread over every instance rather than pinned to the first.
+	rr atomic.Uint32
 
 	mu         sync.Mutex
 	head, tail *Waiter[B]
@@ -247,7 +251,12 @@ func (p *Pool[B]) pick() *Instance[B] {
 		var best *Instance[B]
 		var bestV int64
 		if n <= exactScan {
-			for _, in := range set {
+			off := 0
+			if n > 1 {
+				off = int(p.rr.Add(1) % uint32(n))
+			}
+			for k := range n {
+				in := set[(off+k)%n]
 				if v, ok := in.room(); ok && (best == nil || v < bestV) {
 					best, bestV = in, v
 				}

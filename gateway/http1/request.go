@@ -40,8 +40,13 @@ type Request struct {
 	// answers it itself when it is ready for the body; Expect is not forwarded.
 	Expect100 bool
 	// Upgrade is the Upgrade header's value when the Connection header asks for an
-	// upgrade (h2c excepted: that upgrade is declined and the request served as HTTP/1.1).
+	// upgrade (h2c excepted: that upgrade is never forwarded).
 	Upgrade []byte
+	// H2C: the request asks to upgrade the connection to HTTP/2 (RFC 7540 §3.2: Upgrade
+	// lists h2c, Connection names Upgrade and HTTP2-Settings, exactly one HTTP2-Settings
+	// line). HTTP2Settings is that line's value (base64url SETTINGS payload).
+	H2C           bool
+	HTTP2Settings []byte
 
 	// Keep are the header lines forwarded as they came: all but Host, hop-by-hop
 	// headers, the headers Connection names, Expect and X-Forwarded-*.
@@ -72,6 +77,8 @@ func ParseRequest(head []byte, req *Request) error {
 		hosts, cls, tes, xes int
 		te                   []byte
 		upgrade              []byte
+		settings             []byte
+		settingsLines        int
 	)
 	for off := eol + 1; off < len(fields); {
 		start := off
@@ -130,8 +137,11 @@ func ParseRequest(head []byte, req *Request) error {
 			if listHas(value, "content-length") || listHas(value, "transfer-encoding") || listHas(value, "trailer") {
 				return ErrMalformed
 			}
+		case hHTTP2Settings:
+			settings = value // never forwarded: it is for this hop's upgrade
+			settingsLines++
 		default:
-			if !h.hopByHop() && h != hHTTP2Settings {
+			if !h.hopByHop() {
 				req.Keep = append(req.Keep, span)
 			}
 		}
@@ -169,8 +179,12 @@ func ParseRequest(head []byte, req *Request) error {
 		req.Close = conn.close
 	}
 	req.Expect100 = xes > 0 && req.Body != NoBody
-	if conn.upgrade && len(upgrade) > 0 && !listHas(upgrade, "h2c") {
-		req.Upgrade = upgrade
+	if conn.upgrade && len(upgrade) > 0 {
+		if !listHas(upgrade, "h2c") {
+			req.Upgrade = upgrade
+		} else if settingsLines == 1 && conn.names([]byte("HTTP2-Settings")) && req.Minor == 1 {
+			req.H2C, req.HTTP2Settings = true, settings
+		}
 	}
 	req.named = conn.named
 	if len(conn.named) > 0 {

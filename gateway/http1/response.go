@@ -239,3 +239,29 @@ func AppendRequestHead(dst, head []byte, req *Request, fwd Forwarded, upgrade bo
 func AppendMillis(b []byte, ms int64) []byte {
 	return append(strconv.AppendInt(b, ms, 10), "ms"...)
 }
+
+// Fields calls fn with the name and value of each header line of head that is forwarded
+// (not in Drop), in order: a response relayed to a client that does not speak HTTP/1.1
+// (HTTP/2) gets these as its fields.
+func (resp *Response) Fields(head []byte, fn func(name, value []byte)) {
+	fields, eol, ok := startLine(head)
+	if !ok {
+		return
+	}
+	d := 0
+	for off := eol + 1; off < len(fields); {
+		start := off
+		_, name, value, _, next, ok := field(fields, off)
+		off = next
+		if !ok {
+			return
+		}
+		for d < len(resp.Drop) && int(resp.Drop[d].Start) < start {
+			d++
+		}
+		if d < len(resp.Drop) && int(resp.Drop[d].Start) == start {
+			continue
+		}
+		fn(name, value)
+	}
+}

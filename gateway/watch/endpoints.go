@@ -28,10 +28,12 @@ const fetchParallel = 8
 
 // Endpoint is one registered instance of a revision.
 type Endpoint struct {
-	ID        string // "<node>/<service id>", stable for the instance's life
-	Addr      string // host:port
-	Status    string // consulapi.HealthPassing, HealthWarning or HealthCritical (worst of its and its node's checks)
-	ProbePath string // request URI of its HTTP readiness check; "" when unknown (TCP connect)
+	ID     string // "<node>/<service id>", stable for the instance's life
+	Addr   string // host:port
+	Status string // consulapi.HealthPassing, HealthWarning or HealthCritical (worst of its and its node's checks)
+	// ProbePath is the request URI of its HTTP readiness check ("" when unknown: a TCP
+	// connect), or ProbeGRPC when its readiness is the gRPC health check.
+	ProbePath string
 	Namespace string // from a rouse.namespace= tag; "" when absent
 }
 
@@ -107,6 +109,19 @@ type instance struct {
 
 type catalogInfo struct{ addr, probe string }
 
+// ProbeGRPC is Endpoint.ProbePath for an instance whose readiness is the standard gRPC
+// health check (grpc.health.v1.Health/Check of the server, over h2c). Not a request URI:
+// it has no leading slash.
+const ProbeGRPC = "grpc.health.v1.Health/Check"
+
+// probeOf is what a service's own meta says to probe it with ("" when it says nothing).
+func probeOf(meta map[string]string) string {
+	if meta[revmeta.MetaReadinessGRPC] == "true" {
+		return ProbeGRPC
+	}
+	return meta[revmeta.MetaReadinessPath]
+}
+
 // rank orders statuses; anything unknown (e.g. "maintenance") counts as critical.
 func rank(s string) int {
 	switch s {
@@ -163,6 +178,9 @@ func groupChecks(checks consulapi.HealthChecks) map[instKey]*instance {
 // checkPath finds the request URI an HTTP check probes: from its definition when Consul
 // returns it, else from the output of its last run ("HTTP GET http://…/healthz: …").
 func checkPath(c *consulapi.HealthCheck) string {
+	if c.Definition.GRPC != "" {
+		return ProbeGRPC
+	}
 	raw := c.Definition.HTTP
 	if raw == "" {
 		rest, ok := strings.CutPrefix(c.Output, "HTTP GET ")
@@ -229,7 +247,7 @@ func (w *Endpoints) fillAddresses(ctx context.Context, insts map[instKey]*instan
 		if host == "" {
 			host = nodeAddr
 		}
-		results = append(results, found{instKey{node, serviceID}, catalogInfo{addr: net.JoinHostPort(host, strconv.Itoa(port)), probe: meta[revmeta.MetaReadinessPath]}})
+		results = append(results, found{instKey{node, serviceID}, catalogInfo{addr: net.JoinHostPort(host, strconv.Itoa(port)), probe: probeOf(meta)}})
 	}
 	for range min(fetchParallel, len(keys)) {
 		wg.Add(1)

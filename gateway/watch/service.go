@@ -44,7 +44,7 @@ func FromServiceEntries(name string, entries []*consulapi.ServiceEntry) *Service
 		if e.Service == nil || e.Node == nil || !slices.Contains(e.Service.Tags, revmeta.TagRouse) {
 			continue
 		}
-		status, probe := consulapi.HealthPassing, e.Service.Meta[revmeta.MetaReadinessPath]
+		status, probe := consulapi.HealthPassing, probeOf(e.Service.Meta)
 		for _, c := range e.Checks {
 			status = worst(status, c.Status)
 			if probe == "" && c.ServiceID != "" {

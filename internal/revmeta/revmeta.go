@@ -26,6 +26,22 @@ const (
 	// the moment it registers; without it, the gateway uses the URL of the HTTP check once
 	// Consul has run it, and until then a TCP connect.
 	MetaReadinessPath = "rouse_readiness_path"
+	// MetaReadinessGRPC is the Consul service meta key (value "true") saying that the
+	// instance's readiness is the standard gRPC health check: grpc.health.v1.Health/Check
+	// for service "" (the server as a whole), answered SERVING, over h2c. Consul runs it as
+	// the service's check, and the gateway's own probe of a waking instance makes the same
+	// call. A service has either this key or MetaReadinessPath, or neither (a TCP check).
+	MetaReadinessGRPC = "rouse_readiness_grpc"
+)
+
+// Protocols: how the gateway talks to a revision's instances (Config.Protocol). Clients
+// may speak HTTP/1.1 or HTTP/2 to the gateway either way; it translates.
+const (
+	// ProtocolHTTP1 is HTTP/1.1, the default; an empty Protocol reads as it.
+	ProtocolHTTP1 = "http1"
+	// ProtocolH2C is HTTP/2 without TLS, with prior knowledge (no Upgrade from HTTP/1.1):
+	// what a gRPC server speaks.
+	ProtocolH2C = "h2c"
 )
 
 // Job meta keys.
@@ -35,6 +51,9 @@ const (
 	KeyRevision   = "rouse.revision"
 	KeyGeneration = "rouse.generation"
 	KeySpecHash   = "rouse.spec_hash"
+	// KeyProtocol is the protocol the gateway speaks to the instances, present only for
+	// ProtocolH2C: without it a revision is HTTP/1.1, as every revision was before the key.
+	KeyProtocol = "rouse.protocol"
 	// KeyCreated is when apply registered the revision (RFC 3339, UTC). Not part of the
 	// spec hash; Nomad's SubmitTime moves with every Jobs.Scale, so it cannot say this.
 	KeyCreated = "rouse.created"
@@ -92,8 +111,17 @@ type Config struct {
 	Concurrency int           `json:"concurrency"` // container concurrency, 0 = unlimited
 	Timeout     time.Duration `json:"timeout"`
 
+	// Protocol is how the gateway talks to the instances: ProtocolH2C, or "" (or
+	// ProtocolHTTP1) for HTTP/1.1. jobspec and FromMeta write "" for HTTP/1.1, so the KV
+	// copy of such a revision is what it was before there was a protocol.
+	Protocol string `json:"protocol,omitempty"`
+
 	Autoscaling
 }
+
+// H2C reports whether the gateway speaks HTTP/2 without TLS (prior knowledge) to the
+// instances, as gRPC needs; otherwise it speaks HTTP/1.1.
+func (c Config) H2C() bool { return c.Protocol == ProtocolH2C }
 
 // Defaults returns a Config holding Knative's defaults for the revision named.
 func Defaults(ns, service, revision string) Config {
@@ -123,6 +151,10 @@ func (c Config) Meta() map[string]string {
 	if c.ImageDigest != "" {
 		m[KeyImageDigest] = c.ImageDigest
 	}
+	if c.H2C() {
+		// Only then: the meta of an HTTP/1.1 revision stays as it was before the key.
+		m[KeyProtocol] = ProtocolH2C
+	}
 	return m
 }
 
@@ -137,7 +169,7 @@ func IsRevision(meta map[string]string) bool {
 // is not a legal value (target, target_utilization, window, the panic percentages and the
 // scale rates): Compile wrote such zeros for a Spec built in Go without its defaults, and
 // the scaler used to read them with fallbacks of its own (target_utilization 1, not 0.70).
-// Malformed or out-of-bounds values are errors.
+// Malformed or out-of-bounds values, and an unknown protocol, are errors.
 func FromMeta(meta map[string]string) (Config, error) {
 	if !IsRevision(meta) {
 		return Config{}, fmt.Errorf("job meta has no %s/%s: not a rouse revision", KeyService, KeyRevision)
@@ -165,6 +197,16 @@ func FromMeta(meta map[string]string) (Config, error) {
 	p.nonZeroFloat(KeyMaxScaleDownRate, &c.MaxScaleDownRate)
 	p.dur(KeyScaleToZeroGrace, &c.ScaleToZeroGrace)
 	p.float(KeyTargetBurstCapacity, &c.TargetBurstCapacity)
+	p.set(KeyProtocol, func(v string) error {
+		switch v {
+		case ProtocolHTTP1: // the default, which Meta does not write; "" in Config
+		case ProtocolH2C:
+			c.Protocol = ProtocolH2C
+		default:
+			return fmt.Errorf("unknown protocol: want %q or %q", ProtocolHTTP1, ProtocolH2C)
+		}
+		return nil
+	})
 	if p.err != nil {
 		return c, p.err
 	}

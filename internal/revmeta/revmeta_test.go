@@ -137,3 +137,66 @@ func TestFromMetaValidates(t *testing.T) {
 		}
 	}
 }
+
+// TestMetaProtocol: h2c survives the round trip through job meta; HTTP/1.1, the default,
+// writes no key (so the meta of revisions from before the key is unchanged) and reads back
+// as "", as does an explicit "http1".
+func TestMetaProtocol(t *testing.T) {
+	c := Defaults("default", "g", "g-00001")
+	c.Protocol = ProtocolH2C
+	m := c.Meta()
+	if m[KeyProtocol] != ProtocolH2C {
+		t.Fatalf("meta %s = %q, want %q", KeyProtocol, m[KeyProtocol], ProtocolH2C)
+	}
+	got, err := FromMeta(m)
+	if err != nil || !reflect.DeepEqual(got, c) || !got.H2C() {
+		t.Fatalf("round trip: %v\n got %+v\nwant %+v", err, got, c)
+	}
+
+	for _, p := range []string{"", ProtocolHTTP1} {
+		c := Defaults("default", "g", "g-00001")
+		c.Protocol = p
+		m := c.Meta()
+		if _, ok := m[KeyProtocol]; ok {
+			t.Errorf("protocol %q: meta has %s: %v", p, KeyProtocol, m)
+		}
+		if c.H2C() {
+			t.Errorf("protocol %q reads as h2c", p)
+		}
+		got, err := FromMeta(m)
+		if err != nil || got.Protocol != "" || got.H2C() {
+			t.Errorf("protocol %q: read back %q, %v", p, got.Protocol, err)
+		}
+	}
+	m = Defaults("default", "g", "g-00001").Meta()
+	m[KeyProtocol] = ProtocolHTTP1
+	if got, err := FromMeta(m); err != nil || got != Defaults("default", "g", "g-00001") {
+		t.Errorf("explicit %s=%s: %v\n got %+v", KeyProtocol, ProtocolHTTP1, err, got)
+	}
+}
+
+func TestFromMetaUnknownProtocol(t *testing.T) {
+	m := Defaults("default", "g", "g-00001").Meta()
+	m[KeyProtocol] = "h3"
+	_, err := FromMeta(m)
+	if err == nil || !strings.Contains(err.Error(), KeyProtocol) || !strings.Contains(err.Error(), `"h3"`) {
+		t.Fatalf("want an error naming %s and its value, got %v", KeyProtocol, err)
+	}
+}
+
+// TestConfigJSONProtocol: the KV copy has "protocol" only for h2c.
+func TestConfigJSONProtocol(t *testing.T) {
+	c := Defaults("default", "g", "g-00001")
+	b, err := json.Marshal(c)
+	if err != nil || strings.Contains(string(b), `"protocol"`) {
+		t.Fatalf("HTTP/1.1 config: %v %s", err, b)
+	}
+	c.Protocol = ProtocolH2C
+	if b, err = json.Marshal(c); err != nil || !strings.Contains(string(b), `"protocol":"h2c"`) {
+		t.Fatalf("h2c config: %v %s", err, b)
+	}
+	var back Config
+	if err := json.Unmarshal(b, &back); err != nil || back != c {
+		t.Fatalf("unmarshal: %v\n got %+v\nwant %+v", err, back, c)
+	}
+}
