@@ -76,12 +76,14 @@ fuzz: tools
 	@for t in FuzzPipeline FuzzPipelineHostile; do \
 	  echo "fuzz $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0 ./gateway/ || exit 1; done
 
-## bench-deps: load generator and the peer proxy the benchmarks compare against
+## bench-deps: load generator and the peer proxy the benchmarks compare against (nginx-light
+## pulls in Debian's nginx, built with http_v2 and grpc, which GRPC=1 needs)
 bench-deps:
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
 
-## bench-gateway: direct vs rouse gateway vs nginx, same backend, one run
+## bench-gateway: direct vs rouse gateway vs nginx, same backend, one run; TLS=1 over https,
+## GRPC=1 for gRPC over h2c (gateway/bench/grpc.sh; its load generator is built by go)
 bench-gateway: tools bench-deps build
 	gateway/bench/run.sh
 

@@ -291,6 +291,16 @@ func (b *h2cBackend) port() int { return b.ln.Addr().(*net.TCPAddr).Port }
 // in Consul with passing TTL checks, and starts a gateway that routes to all of them.
 func routeH2C(t *testing.T, svc string, cfgMod func(*revmeta.Config), mod func(*gateway.Config), bs ...*h2cBackend) *gateway.Gateway {
 	t.Helper()
+	ports := make([]int, len(bs))
+	for i, b := range bs {
+		ports[i] = b.port()
+	}
+	return routePorts(t, svc, cfgMod, mod, ports...)
+}
+
+// routePorts is routeH2C for instances on loopback ports.
+func routePorts(t *testing.T, svc string, cfgMod func(*revmeta.Config), mod func(*gateway.Config), ports ...int) *gateway.Gateway {
+	t.Helper()
 	rev := svc + "-00001"
 	cfg := revmeta.Defaults(ns, svc, rev)
 	cfg.Timeout = 10 * time.Second
@@ -304,10 +314,10 @@ func routeH2C(t *testing.T, svc string, cfgMod func(*revmeta.Config), mod func(*
 		t.Fatal(err)
 	}
 	agent := cluster.Consul.Agent()
-	for i, b := range bs {
+	for i, port := range ports {
 		id := fmt.Sprintf("h2c-%s-%d", rev, i)
 		err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
-			ID: id, Name: rev, Address: "127.0.0.1", Port: b.port(),
+			ID: id, Name: rev, Address: "127.0.0.1", Port: port,
 			Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
 			Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
 		})
@@ -322,8 +332,27 @@ func routeH2C(t *testing.T, svc string, cfgMod func(*revmeta.Config), mod func(*
 	})
 	setRoute(t, svc, store.RouteTarget{Revision: rev, Percent: 100})
 	g := startGateway(t, mod)
-	waitReady(t, g, rev, len(bs))
+	if len(ports) > 0 {
+		waitReady(t, g, rev, len(ports))
+	} else {
+		waitRoutes(t, g, host(svc))
+	}
 	return g
+}
+
+// waitRoutes waits until g routes host.
+func waitRoutes(t *testing.T, g *gateway.Gateway, h string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if tbl := g.Table(); tbl != nil && tbl.Lookup([]byte(h)) != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway does not route %s", h)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // One HTTP/2 client connection carrying many requests spreads them over every h2c

@@ -45,8 +45,13 @@ func (g *Gateway) acquire(rev *revision, start, deadline time.Time, gone <-chan 
 	rev.maybeProbe()
 	waitStart := g.clk.Now()
 	limit := deadline.Sub(waitStart)
+	// ownDeadline: the request's own deadline (a gRPC call's grpc-timeout) ends the hold
+	// before the activation timeout would.
+	ownDeadline := !w.Held
 	if w.Held {
-		limit = min(limit, rev.activationTimeout()-waitStart.Sub(start))
+		act := rev.activationTimeout() - waitStart.Sub(start)
+		ownDeadline = limit < act
+		limit = min(limit, act)
 	}
 	t := g.clk.NewTimer(limit)
 	select {
@@ -72,6 +77,8 @@ func (g *Gateway) acquire(rev *revision, start, deadline time.Time, gone <-chan 
 			return nil, 0, &failure{&http1.Error{Status: 503, Reason: "retired", Msg: "rouse: revision " + rev.name + " is no longer routed\n"}, "1"}
 		case failed != nil:
 			return nil, 0, failed // its instances failed to start: the scaler's record says why
+		case w.Held && ready == 0 && ownDeadline:
+			return nil, 0, &failure{&http1.Error{Status: 504, Reason: "deadline_while_held", Msg: "rouse: revision " + rev.name + " had no ready instance within the request's deadline of " + deadline.Sub(start).Round(time.Millisecond).String() + "\n"}, ""}
 		case w.Held && ready == 0:
 			return nil, 0, &failure{&http1.Error{Status: 503, Reason: "activation_timeout", Msg: "rouse: revision " + rev.name + " could not be started: no instance became ready within " + rev.activationTimeout().String() + "\n"}, "10"}
 		default:

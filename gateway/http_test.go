@@ -323,8 +323,8 @@ func TestHostileInput(t *testing.T) {
 	})
 }
 
-// SIGTERM: the gateway process stops accepting, finishes the requests in flight and
-// exits 0.
+// SIGTERM: the gateway process stops accepting, finishes the requests in flight — HTTP/1.1
+// requests and HTTP/2 streams (whose connection gets GOAWAY) — and exits 0.
 func TestSIGTERMDrains(t *testing.T) {
 	sharedRevisions(t)
 	setRoute(t, "shared", store.RouteTarget{Revision: "shared-00001", Percent: 100})
@@ -367,10 +367,17 @@ func TestSIGTERMDrains(t *testing.T) {
 		return nil
 	})
 
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	h2 := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Protocols: &p, DialContext: tr.DialContext}}
+	if a := get(h2, host("shared"), "/"); a.status != 200 { // one connection, up before the burst
+		t.Fatalf("HTTP/2 through the gateway process: %d %v", a.status, a.err)
+	}
 	const n = 6
-	results := make(chan answer, n)
+	results := make(chan answer, 2*n)
 	for i := 0; i < n; i++ {
 		go func() { results <- get(c, host("shared"), "/?sleep=2s") }()
+		go func() { results <- get(h2, host("shared"), "/?sleep=2s") }()
 	}
 	time.Sleep(300 * time.Millisecond) // all six are in flight
 	sent := time.Now()
@@ -382,10 +389,16 @@ func TestSIGTERMDrains(t *testing.T) {
 		conn.Close()
 		t.Error("the gateway still accepts connections after SIGTERM")
 	}
-	for i := 0; i < n; i++ {
+	for i := 0; i < 2*n; i++ {
 		if a := <-results; a.status != 200 || a.err != nil {
 			t.Fatalf("in-flight request %d: %d %v", i, a.status, a.err)
 		}
+	}
+	// The HTTP/2 connection was told GOAWAY: a new stream is not taken on it (and no new
+	// connection is accepted), so the request fails at once rather than hang.
+	start := time.Now()
+	if a := get(h2, host("shared"), "/"); a.err == nil || time.Since(start) > 2*time.Second {
+		t.Errorf("a new HTTP/2 request after the drain: %d %v after %v, want a prompt error", a.status, a.err, time.Since(start))
 	}
 	select {
 	case err := <-exited:

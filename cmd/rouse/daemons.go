@@ -44,11 +44,11 @@ func newAccessLog(o *rootOptions) (log *zap.Logger, stop func()) {
 
 // gatewayCerts loads the gateway's certificates: one pair, a folder of them, or both (the
 // pair is then the default for clients that send no matching name).
-func gatewayCerts(cert, key, dir string, log *zap.Logger) (*certs.Store, error) {
+func gatewayCerts(cert, key, dir string, shared certs.Shared, log *zap.Logger) (*certs.Store, error) {
 	if (cert == "") != (key == "") {
 		return nil, usagef("--tls-cert and --tls-key go together")
 	}
-	o := certs.Options{Dir: dir, Logger: log}
+	o := certs.Options{Dir: dir, Shared: shared, Logger: log}
 	if cert != "" {
 		o.Files = []certs.Pair{{CertFile: cert, KeyFile: key}}
 	}
@@ -81,6 +81,8 @@ func newGatewayCmd(o *rootOptions) *cobra.Command {
 		tlsCert   string
 		tlsKey    string
 		tlsDir    string
+		tlsConsul string
+		h2cUp     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway",
@@ -112,9 +114,14 @@ service:read; service:write for --register).`,
 				cfg.AccessLog, stop = newAccessLog(o)
 				defer stop()
 			}
+			cfg.NoH2CUpgrade = !h2cUp
 			scheme := "http"
-			if tlsCert != "" || tlsKey != "" || tlsDir != "" {
-				st, err := gatewayCerts(tlsCert, tlsKey, tlsDir, log.Named("certs"))
+			if tlsCert != "" || tlsKey != "" || tlsDir != "" || tlsConsul != "" {
+				var shared certs.Shared
+				if tlsConsul != "" {
+					shared = certs.ConsulKV(cc, tlsConsul)
+				}
+				st, err := gatewayCerts(tlsCert, tlsKey, tlsDir, shared, log.Named("certs"))
 				if err != nil {
 					return err
 				}
@@ -124,7 +131,7 @@ service:read; service:write for --register).`,
 				cfg.TLS, scheme = st.TLSConfig(), "https"
 				log.Info("serving TLS", zap.Strings("names", st.Names()))
 			} else if cfg.RedirectAddr != "" {
-				return usagef("--redirect-listen sends clients to https: it needs --tls-cert/--tls-key or --tls-dir")
+				return usagef("--redirect-listen sends clients to https: it needs --tls-cert/--tls-key, --tls-dir or --tls-consul-prefix")
 			}
 			g, err := gateway.New(cfg)
 			if err != nil {
@@ -150,7 +157,9 @@ service:read; service:write for --register).`,
 	f.StringVar(&tlsCert, "tls-cert", "", "serve the public listener over TLS with this certificate (PEM, chain included); with --tls-key")
 	f.StringVar(&tlsKey, "tls-key", "", "the private key of --tls-cert (PEM)")
 	f.StringVar(&tlsDir, "tls-dir", "", "serve TLS with every pair in this folder (<name>.crt + <name>.key, or <name>/tls.crt + tls.key), chosen by SNI; reloaded when files change or on SIGHUP")
+	f.StringVar(&tlsConsul, "tls-consul-prefix", "", "serve TLS with the pairs in Consul KV under this prefix (<prefix><name>/tls.crt + tls.key), shared by every gateway; needs key:read on it; polled every 2s")
 	f.StringVar(&cfg.RedirectAddr, "redirect-listen", "", "with TLS: a plain-HTTP listener that answers every request 308 to https")
+	f.BoolVar(&h2cUp, "h2c-upgrade", true, "answer HTTP/1.1 requests with Upgrade: h2c by switching to HTTP/2 (turn off behind a proxy that tunnels upgrades)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

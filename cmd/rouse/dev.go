@@ -14,8 +14,10 @@ import (
 	"github.com/rouse-run/rouse/cmd/rouse/devd"
 	"github.com/rouse-run/rouse/control"
 	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/gateway/certs"
 	"github.com/rouse-run/rouse/internal/harness/agents"
 	"github.com/rouse-run/rouse/internal/harness/devenv"
+	"github.com/rouse-run/rouse/internal/revmeta"
 	"github.com/rouse-run/rouse/internal/store"
 	"github.com/rouse-run/rouse/jobspec"
 	"github.com/rouse-run/rouse/scaler"
@@ -31,6 +33,7 @@ type devOptions struct {
 	scalerListen string
 	examples     []string
 	vars         []string
+	tls          bool
 }
 
 // newDevCmd runs the whole platform on this machine: Consul and Nomad dev agents, the
@@ -59,6 +62,7 @@ every job so no instance is left behind, and stops the agents.`,
 	f.StringVar(&d.scalerListen, "scaler-listen", "127.0.0.1:9091", "scaler admin listener (/metrics)")
 	f.StringArrayVarP(&d.examples, "file", "f", nil, "service spec (file or folder) to apply once the platform is up; repeatable")
 	f.StringArrayVar(&d.vars, "var", nil, "variable for the specs, name=value; repeatable")
+	f.BoolVar(&d.tls, "tls", false, "serve the gateway over TLS (HTTP/2 and HTTP/1.1) with a certificate made for *.<namespace>.<domain>, signed by a CA of its own in <dir>/tls/ca.crt")
 	return cmd
 }
 
@@ -103,9 +107,24 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 	urlDomain := o.Domain + ":" + publicPort
 	fmt.Fprintf(o.Stdout, "rouse dev: gateway and scaler logs in %s\n", logPath)
 
+	gcfg := gateway.Config{PublicAddr: d.listen, AdminAddr: d.adminListen, Domain: o.Domain,
+		Logger: logger.Named("gateway"), Register: true, ID: "dev"}
+	curlTLS, grpcTLS := "", "-plaintext"
+	if d.tls {
+		dc, err := devenv.WriteDevCert(filepath.Join(d.dir, "tls"), []string{"*." + o.Namespace + "." + o.Domain, o.Domain}, time.Now())
+		if err != nil {
+			return err
+		}
+		st, err := certs.New(certs.Options{Files: []certs.Pair{{CertFile: dc.CertFile, KeyFile: dc.KeyFile}}, Logger: logger.Named("certs")})
+		if err != nil {
+			return err
+		}
+		gcfg.TLS = st.TLSConfig()
+		curlTLS, grpcTLS = "--cacert "+dc.CAFile+" ", "-cacert "+dc.CAFile
+		fmt.Fprintf(o.Stdout, "rouse dev: serving https with a certificate for *.%s.%s; trust %s\n", o.Namespace, o.Domain, dc.CAFile)
+	}
 	var gwi *gateway.Gateway
-	gw := devd.GatewayDaemon(gateway.Config{PublicAddr: d.listen, AdminAddr: d.adminListen, Domain: o.Domain,
-		Logger: logger.Named("gateway"), Register: true, ID: "dev"}, func(g *gateway.Gateway) { gwi = g })
+	gw := devd.GatewayDaemon(gcfg, func(g *gateway.Gateway) { gwi = g })
 	sc := devd.ScalerDaemon(scaler.Config{Logger: logger.Named("scaler"), AdminAddr: d.scalerListen, ID: "dev"}, nil)
 	deploy := func(ctx context.Context, p devenv.Platform) ([]string, error) {
 		c := control.New(control.Config{Nomad: p.Nomad, Consul: p.Consul, NomadAddr: p.NomadAddr,
@@ -133,7 +152,14 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 			if err := waitRouted(ctx, gwi, host, res.Route); err != nil {
 				return nil, err
 			}
-			hints = append(hints, fmt.Sprintf("curl -H 'Host: %s' http://%s/    # or: curl %s", host, d.listen, res.URL))
+			if spec.Protocol == revmeta.ProtocolH2C {
+				hints = append(hints, fmt.Sprintf("grpcurl %s -authority %s %s list    # gRPC over HTTP/2 (h2c to the instances)", grpcTLS, host, d.listen))
+			}
+			if d.tls {
+				hints = append(hints, fmt.Sprintf("curl %s--resolve %s:%s:127.0.0.1 https://%s:%s/    # HTTP/2 over TLS", curlTLS, host, publicPort, host, publicPort))
+			} else {
+				hints = append(hints, fmt.Sprintf("curl -H 'Host: %s' http://%s/    # or: curl %s", host, d.listen, res.URL))
+			}
 			hints = append(hints, "rouse logs "+spec.Name+" -f    # its output, as requests arrive")
 		}
 		hints = append(hints, "rouse list", "rouse apply -f examples/autoscale/service.hcl -var bin=$PWD/bin")

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -48,6 +50,40 @@ func TestDevUpAndSIGTERM(t *testing.T) {
 	d.stop(t, dir)
 }
 
+// TestDevTLS: `rouse dev --tls` serves the example over HTTPS with a certificate it made,
+// and HTTP/2 is what a client offering h2 gets, as the printed curl line says.
+func TestDevTLS(t *testing.T) {
+	dir := t.TempDir()
+	d := startDev(t, dir, "--tls")
+	if d.caFile == "" {
+		t.Fatal("rouse dev --tls printed no curl --cacert line")
+	}
+	caPEM, err := os.ReadFile(d.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: &p, TLSClientConfig: &tls.Config{RootCAs: pool},
+		ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, d.curlAddr)
+		}}}
+	resp, err := c.Get("https://" + d.curlHost + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || !strings.HasPrefix(string(body), "Hello rouse!") {
+		t.Fatalf("https through the dev gateway: %d %s %q", resp.StatusCode, resp.Proto, body)
+	}
+	d.stop(t, dir)
+}
+
 // TestDevAfterKill: a `rouse dev` killed outright leaves its allocations' mounts and task
 // helpers behind; the next run in the same dir clears them and comes up.
 func TestDevAfterKill(t *testing.T) {
@@ -73,14 +109,15 @@ type devRun struct {
 	stderr             *bytes.Buffer
 	pids               []int
 	curlHost, curlAddr string
+	caFile             string // with --tls: the CA the printed curl line trusts
 	up                 time.Duration
 }
 
 // startDev runs `rouse dev` with examples/hello in dir until it says it is ready.
-func startDev(t *testing.T, dir string) *devRun {
+func startDev(t *testing.T, dir string, extra ...string) *devRun {
 	t.Helper()
 	rouseBin, helloBin := bins(t)
-	args := append(devArgs(t, dir), "-f", filepath.Join(repoRoot(t), "examples/hello/service.hcl"), "-var", "bin="+filepath.Dir(helloBin))
+	args := append(append(devArgs(t, dir), extra...), "-f", filepath.Join(repoRoot(t), "examples/hello/service.hcl"), "-var", "bin="+filepath.Dir(helloBin))
 	// examples/hello/service.hcl runs ${bin}/hello.
 	if filepath.Base(helloBin) != "hello" {
 		link := filepath.Join(t.TempDir(), "hello")
@@ -120,6 +157,7 @@ func startDev(t *testing.T, dir string) *devRun {
 	var out strings.Builder
 	pidRe := regexp.MustCompile(`pid (\d+)\)`)
 	curlRe := regexp.MustCompile(`curl -H 'Host: ([^']+)' http://([^/]+)/`)
+	tlsRe := regexp.MustCompile(`curl --cacert (\S+) --resolve ([^:]+):(\d+):127\.0\.0\.1 https://`)
 	timeout := time.After(60 * time.Second)
 ready:
 	for {
@@ -135,6 +173,9 @@ ready:
 			}
 			if m := curlRe.FindStringSubmatch(l); m != nil {
 				d.curlHost, d.curlAddr = m[1], m[2]
+			}
+			if m := tlsRe.FindStringSubmatch(l); m != nil {
+				d.caFile, d.curlHost, d.curlAddr = m[1], m[2], "127.0.0.1:"+m[3]
 			}
 			if strings.HasPrefix(l, "Press Ctrl-C") {
 				break ready

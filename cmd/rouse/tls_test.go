@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
+
 	"github.com/rouse-run/rouse/internal/harness/agents"
 	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/harness/testpki"
@@ -125,4 +127,75 @@ func TestGatewayTLSReload(t *testing.T) {
 	if want := "https://hello.default.localhost:" + strconv.Itoa(ports[0]) + "/x?y"; resp.StatusCode != 308 || resp.Header.Get("Location") != want {
 		t.Fatalf("redirect listener: %d Location %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
 	}
+}
+
+// `rouse gateway --tls-consul-prefix` serves the pairs a fleet shares in Consul KV,
+// picks up a renewed one put there without a restart, and offers HTTP/2 (ALPN h2) as
+// well as HTTP/1.1.
+func TestGatewayTLSFromConsulKV(t *testing.T) {
+	bin, _ := bins(t)
+	ca := testpki.NewCA(t)
+	kv := cluster.Consul.KV()
+	const prefix = "rouse-certs-test/"
+	put := func(l testpki.Leaf) {
+		t.Helper()
+		// The key first: a reader between the two puts sees the old pair fail to match
+		// and keeps serving the old set.
+		for _, p := range []*consulapi.KVPair{{Key: prefix + "wild/tls.key", Value: l.KeyPEM}, {Key: prefix + "wild/tls.crt", Value: l.CertPEM}} {
+			if _, err := kv.Put(p, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(func() { _, _ = kv.DeleteTree(prefix, nil) })
+	first := ca.Issue(t, "*.default.localhost")
+	put(first)
+	ports, err := agents.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, adm := fmt.Sprint("127.0.0.1:", ports[0]), fmt.Sprint("127.0.0.1:", ports[1])
+	cmd := exec.Command(bin, "gateway", "--listen", pub, "--admin-listen", adm,
+		"--tls-consul-prefix", prefix, "--id", "tls-kv", "--register=false", "--access-log=false")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, cluster.Env()...)
+	var out strings.Builder
+	cmd.Stderr, cmd.Stdout = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("rouse gateway output:\n%s", out.String())
+		}
+	}()
+	// served reports the serial of the certificate a new connection gets, and its ALPN.
+	served := func() (string, string, error) {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", pub,
+			&tls.Config{RootCAs: ca.Pool, ServerName: "hello.default.localhost", NextProtos: []string{"h2", "http/1.1"}})
+		if err != nil {
+			return "", "", err
+		}
+		defer c.Close()
+		st := c.ConnectionState()
+		return st.PeerCertificates[0].SerialNumber.String(), st.NegotiatedProtocol, nil
+	}
+	poll.Until(t, 30*time.Second, "the gateway serving the certificate from Consul KV", func() error {
+		s, alpn, err := served()
+		if err == nil && (s != first.Serial.String() || alpn != "h2") {
+			return fmt.Errorf("certificate serial %s ALPN %q, want %s and h2", s, alpn, first.Serial)
+		}
+		return err
+	})
+	second := ca.Issue(t, "*.default.localhost")
+	put(second)
+	took := poll.Until(t, 10*time.Second, "the renewed certificate served", func() error {
+		s, _, err := served()
+		if err == nil && s != second.Serial.String() {
+			return fmt.Errorf("certificate serial %s, want %s", s, second.Serial)
+		}
+		return err
+	})
+	t.Logf("renewed certificate served %s after the put to Consul KV", took.Round(10*time.Millisecond))
 }

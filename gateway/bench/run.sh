@@ -40,7 +40,11 @@
 # -cpuprofile /tmp/gw.prof), KEEP (keep the work dir).
 # Needs: go, wrk, nginx, consul (bin/ or PATH), python3 (free ports); openssl for TLS=1
 # (optional).
+#
+# GRPC=1: the same three ways in for gRPC (unary calls over h2c, rouse forwarding to a
+# protocol "h2c" revision, nginx's grpc_pass): gateway/bench/grpc.sh, which says more.
 set -euo pipefail
+case ${GRPC:-} in "" | 0) ;; *) exec "$(dirname "$0")/grpc.sh" ;; esac
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-6s}

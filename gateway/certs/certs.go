@@ -23,6 +23,9 @@ type Options struct {
 	// Dir is a directory of pairs (see the package comment for its conventions); its
 	// first pair by name is the default when Files is empty. Files and Dir may both be set.
 	Dir string
+	// Shared is a second source every gateway of a fleet reads (ConsulKV); its pairs come
+	// after those of Files and Dir.
+	Shared Shared
 	// Clock paces Run's polls and tells which certificates are valid (default clock.Real).
 	Clock clock.Clock
 	// Reload is how often Run looks at the files again (default 2s).
@@ -39,11 +42,12 @@ const defaultReload = 2 * time.Second
 // Store serves the current set of certificates to handshakes and replaces it when its
 // files change. Its methods are safe for concurrent use.
 type Store struct {
-	files []Pair
-	dir   string
-	clock clock.Clock
-	every time.Duration
-	log   *zap.Logger
+	files  []Pair
+	dir    string
+	shared Shared
+	clock  clock.Clock
+	every  time.Duration
+	log    *zap.Logger
 
 	cur atomic.Pointer[set] // what handshakes read; never nil after New
 
@@ -55,15 +59,15 @@ type Store struct {
 // New loads every certificate once. Any pair that cannot be read or parsed, a key that
 // is not its certificate's, or no certificate at all is an error that names the file.
 func New(o Options) (*Store, error) {
-	if len(o.Files) == 0 && o.Dir == "" {
-		return nil, errors.New("certs: no certificate: Options.Files and Options.Dir are both empty")
+	if len(o.Files) == 0 && o.Dir == "" && o.Shared == nil {
+		return nil, errors.New("certs: no certificate: Options.Files, Dir and Shared are all empty")
 	}
 	for i, p := range o.Files {
 		if p.CertFile == "" || p.KeyFile == "" {
 			return nil, fmt.Errorf("certs: Options.Files[%d] (%q, %q): needs both CertFile and KeyFile", i, p.CertFile, p.KeyFile)
 		}
 	}
-	s := &Store{files: slices.Clone(o.Files), dir: o.Dir, clock: o.Clock, every: o.Reload, log: o.Logger}
+	s := &Store{files: slices.Clone(o.Files), dir: o.Dir, shared: o.Shared, clock: o.Clock, every: o.Reload, log: o.Logger}
 	if s.clock == nil {
 		s.clock = clock.Real{}
 	}
@@ -73,7 +77,7 @@ func New(o Options) (*Store, error) {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
-	srcs, d, err := readAll(s.files, s.dir)
+	srcs, d, err := readAll(s.files, s.dir, s.shared)
 	if err != nil {
 		return nil, err
 	}
@@ -93,14 +97,14 @@ func (s *Store) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 	return s.cur.Load().pick(hello, s.clock).cert, nil
 }
 
-// TLSConfig is a server config that takes its certificates from s: TLS 1.2 at least,
-// ALPN http/1.1 (a caller that serves h2 adds it). Nothing else is set, so Go's defaults
-// for cipher suites and curves hold. Each call returns a new config the caller may change.
+// TLSConfig is a server config that takes its certificates from s: TLS 1.2 at least, no
+// ALPN protocols (the server sets the ones it speaks: the gateway offers h2 and
+// http/1.1). Nothing else is set, so Go's defaults for cipher suites and curves hold.
+// Each call returns a new config the caller may change.
 func (s *Store) TLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: s.GetCertificate,
-		NextProtos:     []string{"http/1.1"},
 	}
 }
 
@@ -158,7 +162,7 @@ func (s *Store) poll() {
 // load reads the files and, when they differ from the set served and from the last set
 // that failed (or when force), builds and swaps in the new set. The caller holds mu.
 func (s *Store) load(force bool) (changed bool, err error) {
-	srcs, d, err := readAll(s.files, s.dir)
+	srcs, d, err := readAll(s.files, s.dir, s.shared)
 	if err != nil {
 		return false, err
 	}

@@ -41,7 +41,7 @@ type source struct {
 
 // readAll lists the pairs of files and dir (in that order: the first is the default) and
 // reads their bytes. Errors name the file or directory.
-func readAll(files []Pair, dir string) ([]source, digest, error) {
+func readAll(files []Pair, dir string, shared Shared) ([]source, digest, error) {
 	pairs := slices.Clone(files)
 	if dir != "" {
 		dp, err := dirPairs(dir)
@@ -50,7 +50,20 @@ func readAll(files []Pair, dir string) ([]source, digest, error) {
 		}
 		pairs = append(pairs, dp...)
 	}
-	if len(pairs) == 0 {
+	var remote []source
+	if shared != nil {
+		sp, err := shared.Pairs()
+		if err != nil {
+			return nil, digest{}, fmt.Errorf("certs: %s: %w", shared, err)
+		}
+		for _, p := range sp {
+			remote = append(remote, source{certFile: p.Name + "/" + subdirCert, keyFile: p.Name + "/" + subdirKey, certPEM: p.CertPEM, keyPEM: p.KeyPEM})
+		}
+	}
+	if len(pairs) == 0 && len(remote) == 0 {
+		if shared != nil && dir == "" && len(files) == 0 {
+			return nil, digest{}, fmt.Errorf("certs: no certificate: %s has no <name>/%s + <name>/%s pairs", shared, subdirCert, subdirKey)
+		}
 		return nil, digest{}, fmt.Errorf("certs: no certificate: %s has no %s pairs",
 			dir, "<name>"+certExt+" + <name>"+keyExt+" or <name>/"+subdirCert+" + <name>/"+subdirKey)
 	}
@@ -71,6 +84,13 @@ func readAll(files []Pair, dir string) ([]source, digest, error) {
 			h.Write(b)
 		}
 		srcs = append(srcs, source{certFile: p.CertFile, keyFile: p.KeyFile, certPEM: c, keyPEM: k})
+	}
+	for _, r := range remote {
+		for _, b := range [][]byte{[]byte(r.certFile), r.certPEM, []byte(r.keyFile), r.keyPEM} {
+			fmt.Fprintf(h, "%d:", len(b))
+			h.Write(b)
+		}
+		srcs = append(srcs, r)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, digest{}, err
