@@ -25,9 +25,10 @@ docker:
 build:
 	$(GO) build -o $(BIN)/rouse ./cmd/rouse
 
-## dev: the whole platform on this machine with examples/hello deployed
+## dev: the whole platform on this machine with examples/hello deployed (DEV_FLAGS=--tls: HTTPS and HTTP/2 with a dev certificate)
+DEV_FLAGS ?=
 dev: tools build examples
-	$(BIN)/rouse dev -f examples/hello/service.hcl -var bin=$(BIN)
+	$(BIN)/rouse dev $(DEV_FLAGS) -f examples/hello/service.hcl -var bin=$(BIN)
 
 ## dev-image: like dev, with examples/hello run as a container image: builds it statically,
 ## pushes it to a registry in .dev-registry/ and applies examples/hello/image.hcl;
@@ -42,6 +43,7 @@ examples:
 	$(GO) build -o $(BIN)/hello ./examples/hello
 	$(GO) build -o $(BIN)/autoscale ./examples/autoscale
 	$(GO) build -o $(BIN)/grpc-ping ./examples/grpc
+	$(GO) build -o $(BIN)/grpc-ping-client ./examples/grpc/client
 
 ## test: gofmt, go vet, staticcheck, then every test against real Nomad and Consul agents
 test: tools docker fmt-check vet lint
