@@ -1,10 +1,14 @@
 package control
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,18 +16,27 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
-// readiness is how apply decides that an instance is ready: the revision's own check.
+// readiness is how apply decides that an instance is ready: the revision's own check,
+// made as the gateway's probe makes it.
 type readiness struct {
-	Type string // "http" or "tcp"
-	Path string
+	Type string // "http", "tcp" or "grpc"
+	Path string // "http": the path to GET
+	// Service is the "grpc" check's grpc.health.v1 service name ("": the whole server).
+	Service string
+	// H2C: the instances speak HTTP/2 without TLS (protocol = "h2c"), so an "http" probe
+	// is an HTTP/2 GET, as the gateway's. A "grpc" probe always is.
+	H2C bool
 }
 
-// readinessOf reads the check jobspec compiled into the revision's Consul service.
+// readinessOf reads the check jobspec compiled into the revision's Consul service, and
+// the protocol from the job's meta.
 func readinessOf(job *nomadapi.Job) readiness {
+	h2c := job.Meta[revmeta.KeyProtocol] == revmeta.ProtocolH2C
 	for _, tg := range job.TaskGroups {
 		// Revisions compiled before the service moved to the task have it on the group.
 		services := tg.Services
@@ -32,20 +45,22 @@ func readinessOf(job *nomadapi.Job) readiness {
 		}
 		for _, s := range services {
 			for _, ch := range s.Checks {
-				if ch.Type == "tcp" {
-					return readiness{Type: "tcp"}
-				}
-				if ch.Type == "http" {
+				switch ch.Type {
+				case "tcp":
+					return readiness{Type: "tcp", H2C: h2c}
+				case "grpc":
+					return readiness{Type: "grpc", Service: ch.GRPCService, H2C: true}
+				case "http":
 					p := ch.Path
 					if p == "" {
 						p = "/"
 					}
-					return readiness{Type: "http", Path: p}
+					return readiness{Type: "http", Path: p, H2C: h2c}
 				}
 			}
 		}
 	}
-	return readiness{Type: "http", Path: "/"}
+	return readiness{Type: "http", Path: "/", H2C: h2c}
 }
 
 // fatalEvents are task events after which an instance that was never ready will not
@@ -142,15 +157,19 @@ func (c *Client) waitReady(ctx context.Context, ns, rev, evalID string, probe re
 }
 
 // probeOnce runs the revision's readiness probe once against addr; Knative's rule: an
-// HTTP status in [200, 400) is ready.
+// HTTP status in [200, 400) is ready. A grpc probe is the call Consul's check and the
+// gateway's probe make: grpc.health.v1.Health/Check, SERVING.
 func (c *Client) probeOnce(ctx context.Context, addr string, p readiness) (bool, string) {
-	if p.Type == "tcp" {
+	switch {
+	case p.Type == "tcp":
 		conn, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
 			return false, "tcp " + addr + ": " + rootCause(err)
 		}
 		conn.Close()
 		return true, ""
+	case p.Type == "grpc":
+		return grpcProbe(ctx, addr, p.Service)
 	}
 	url := "http://" + addr + p.Path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -158,15 +177,150 @@ func (c *Client) probeOnce(ctx context.Context, addr string, p readiness) (bool,
 		return false, err.Error()
 	}
 	req.Header.Set("User-Agent", "rouse-apply-probe")
-	resp, err := c.probe.Do(req)
+	client, what := c.probe, "GET "
+	if p.H2C {
+		client, what = h2cProbe, "GET (h2c) "
+	}
+	resp, err := client.Do(req)
 	if err != nil {
-		return false, "GET " + url + ": " + rootCause(err)
+		return false, what + url + ": " + rootCause(err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode < 400 {
 		return true, ""
 	}
-	return false, "GET " + url + ": " + resp.Status
+	return false, what + url + ": " + resp.Status
+}
+
+// h2cProbe is c.probe for instances that speak only HTTP/2 without TLS (protocol =
+// "h2c", gRPC servers): prior knowledge, no Upgrade, one connection per probe.
+var h2cProbe = func() *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Timeout: time.Second,
+		Transport:     &http.Transport{Protocols: &p, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}()
+
+// grpcProbe calls grpc.health.v1.Health/Check for service over h2c: ready when the
+// answer is SERVING. The two messages are encoded by hand (HealthCheckRequest{service},
+// HealthCheckResponse{status}): grpc-go's client would be the CLI's largest dependency
+// for one call.
+func grpcProbe(ctx context.Context, addr, service string) (bool, string) {
+	what := "grpc.health.v1.Health/Check " + addr
+	if service != "" {
+		what += " (service " + strconv.Quote(service) + ")"
+	}
+	var msg []byte
+	if service != "" {
+		msg = protowire.AppendTag(msg, 1, protowire.BytesType)
+		msg = protowire.AppendString(msg, service)
+	}
+	body := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg))) // uncompressed, length
+	body = append(body, msg...)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/grpc.health.v1.Health/Check", bytes.NewReader(body))
+	if err != nil {
+		return false, what + ": " + err.Error()
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("User-Agent", "rouse-apply-probe")
+	resp, err := h2cProbe.Do(req)
+	if err != nil {
+		return false, what + ": " + rootCause(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+	if err != nil {
+		return false, what + ": " + rootCause(err)
+	}
+	return grpcHealthAnswer(what, resp, b)
+}
+
+// grpcHealthAnswer reads the answer to a health check (b: its body, read by then, so the
+// trailers are in).
+func grpcHealthAnswer(what string, resp *http.Response, b []byte) (bool, string) {
+	if resp.StatusCode != http.StatusOK {
+		return false, what + ": HTTP " + resp.Status + " (not a gRPC server?)"
+	}
+	// A trailers-only answer (an error with no message) has its status in the header.
+	st, msg := resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
+	if st == "" {
+		st, msg = resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message")
+	}
+	if st == "" {
+		return false, what + ": no grpc-status in the answer (not a gRPC server?)"
+	}
+	if st != "0" {
+		s := what + ": grpc-status " + st
+		if m, err := url.PathUnescape(msg); err == nil && m != "" {
+			s += ": " + m
+		} else if msg != "" {
+			s += ": " + msg
+		}
+		return false, s
+	}
+	status, ok := healthStatus(b)
+	switch {
+	case !ok:
+		return false, what + ": malformed HealthCheckResponse"
+	case status == healthServing:
+		return true, ""
+	}
+	return false, what + ": " + healthStatusName(status)
+}
+
+// grpc.health.v1.HealthCheckResponse.ServingStatus values.
+const (
+	healthUnknown        = 0
+	healthServing        = 1
+	healthNotServing     = 2
+	healthServiceUnknown = 3
+)
+
+func healthStatusName(s uint64) string {
+	switch s {
+	case healthUnknown:
+		return "UNKNOWN"
+	case healthServing:
+		return "SERVING"
+	case healthNotServing:
+		return "NOT_SERVING"
+	case healthServiceUnknown:
+		return "SERVICE_UNKNOWN"
+	}
+	return "status " + strconv.FormatUint(s, 10)
+}
+
+// healthStatus decodes one gRPC length-prefixed, uncompressed HealthCheckResponse:
+// its status (field 1; absent means UNKNOWN, protobuf's zero value).
+func healthStatus(b []byte) (uint64, bool) {
+	if len(b) < 5 || b[0] != 0 || int(binary.BigEndian.Uint32(b[1:5])) != len(b)-5 {
+		return 0, false
+	}
+	b = b[5:]
+	var status uint64
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.VarintType {
+			v, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return 0, false
+			}
+			status, b = v, b[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b) // a field this probe does not know
+		if m < 0 {
+			return 0, false
+		}
+		b = b[m:]
+	}
+	return status, true
 }
 
 // allocAddr is host:port of the allocation's http port, "" when not known yet.

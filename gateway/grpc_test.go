@@ -101,8 +101,13 @@ func TestGRPCThroughGateway(t *testing.T) {
 			if m.pki != nil {
 				mod = m.pki.withTLS(false)
 			}
-			g := routePorts(t, svc, nil, mod, port)
+			// The default timeout (300 s): a call without a deadline is forwarded with the
+			// revision's, which must be a grpc-timeout grpc-go accepts (8 digits at most).
+			g := routePorts(t, svc, func(c *revmeta.Config) { c.Timeout = revmeta.DefaultTimeout }, mod, port)
 			c := pingClient(t, g, svc, m.pki)
+			if out, err := c.Ping(context.Background(), sv("no deadline")); err != nil || out.GetValue() != "pong no deadline from p0" {
+				t.Fatalf("a call without a deadline: %v %v", out, err)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 

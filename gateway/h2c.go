@@ -78,7 +78,7 @@ func h2cRequest(ctx context.Context, r *http.Request, addr string, hdr http.Head
 	forwardedFields(hdr, fwd, r.Host)
 	if grpc {
 		if left := deadline.Sub(now); left > 0 {
-			hdr.Set("Grpc-Timeout", strconv.FormatInt(max(left.Microseconds(), 1), 10)+"u")
+			hdr.Set("Grpc-Timeout", grpcTimeoutValue(left))
 		}
 	}
 	return out

@@ -343,6 +343,21 @@ func isGRPC(r *http.Request) bool {
 	return ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;")
 }
 
+// grpcTimeoutValue writes d as a grpc-timeout value: at most 8 digits (the gRPC over
+// HTTP/2 spec; grpc-go refuses more), in the finest unit that fits.
+func grpcTimeoutValue(d time.Duration) string {
+	const maxDigits = 99999999
+	for _, u := range []struct {
+		unit time.Duration
+		c    string
+	}{{time.Nanosecond, "n"}, {time.Microsecond, "u"}, {time.Millisecond, "m"}, {time.Second, "S"}, {time.Minute, "M"}} {
+		if v := int64(d / u.unit); v <= maxDigits {
+			return strconv.FormatInt(max(v, 1), 10) + u.c
+		}
+	}
+	return strconv.FormatInt(min(int64(d/time.Hour), maxDigits), 10) + "H"
+}
+
 // grpcTimeout parses a grpc-timeout value: 1 to 8 digits and a unit (H M S m u n).
 func grpcTimeout(v string) (time.Duration, bool) {
 	if len(v) < 2 || len(v) > 9 {
