@@ -166,7 +166,7 @@ func (s *stream) toH2C(rev *revision, in *balance.Instance[*backend], cold time.
 		dst.Set(ColdStartHeader, strconv.FormatInt(cold.Milliseconds(), 10)+"ms")
 	}
 	w.WriteHeader(resp.StatusCode)
-	n, werr, rerr := copyFlush(w, resp.Body, resp.ContentLength < 0, g)
+	n, werr, rerr := copyFlush(s.writer(), resp.Body, resp.ContentLength < 0, g)
 	for k, vs := range resp.Trailer {
 		dst[http.TrailerPrefix+k] = vs
 	}

@@ -191,14 +191,15 @@ func (s *stream) relayH1(rev *revision, in *balance.Instance[*backend], uc *upst
 	fr.Reset(resp, true)
 	var n int64
 	var werr error
+	sw := s.writer()
 	write := func(p []byte, more bool) {
 		if len(p) == 0 || werr != nil {
 			return
 		}
-		k, err := s.w.Write(p)
+		k, err := sw.Write(p)
 		n += int64(k)
 		if werr = err; err == nil && more {
-			werr = http.NewResponseController(s.w).Flush()
+			werr = sw.rc.Flush()
 		}
 	}
 	part := func(raw []byte) []byte {
@@ -246,6 +247,35 @@ func (s *stream) relayH1(rev *revision, in *balance.Instance[*backend], uc *upst
 		panic(http.ErrAbortHandler)
 	}
 }
+
+// streamWriter writes a stream's response body with a deadline on each write, as the
+// HTTP/1.1 engine does: a client that stops reading — a flow-control window left at 0, or
+// a connection it does not read — is cut off after WriteTimeout, and the instance slot
+// the stream holds is released, rather than held until the client goes.
+type streamWriter struct {
+	s  *stream
+	rc *http.ResponseController
+	dl time.Time
+}
+
+func (s *stream) writer() *streamWriter {
+	return &streamWriter{s: s, rc: http.NewResponseController(s.w)}
+}
+
+func (w *streamWriter) Write(p []byte) (int, error) {
+	if wt := w.s.h.g.cfg.WriteTimeout; wt > 0 {
+		// Pushed only when it moved by the slack, as for HTTP/1.1: a timer reset per write
+		// is a cost on every chunk of a stream.
+		if dl := w.s.h.g.clk.Now().Add(wt); w.dl.Before(dl) {
+			w.dl = dl.Add(deadlineSlack)
+			_ = w.rc.SetWriteDeadline(w.dl)
+		}
+	}
+	return w.s.w.Write(p)
+}
+
+// Flush sends what was written (http.Flusher, for copyFlush).
+func (w *streamWriter) Flush() { _ = w.rc.Flush() }
 
 // fail answers a stream the gateway could not forward, and accounts for it. A gRPC call
 // gets a gRPC status (a "trailers-only" response: HTTP 200, content-type
