@@ -270,3 +270,41 @@ func TestGRPCGatewayErrorsAreStatuses(t *testing.T) {
 		t.Fatal("test ran out of time")
 	}
 }
+
+// An instance that gives up on a call at its deadline — told the time left in
+// grpc-timeout, a gRPC server resets the stream a moment before the gateway's own deadline
+// passes — makes the call DEADLINE_EXCEEDED, not UNAVAILABLE as if the instance had failed.
+func TestGRPCInstanceResetAtDeadline(t *testing.T) {
+	const svc = "grpc-reset-at-deadline"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &p, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d, err := time.ParseDuration(strings.TrimSuffix(r.Header.Get("Grpc-Timeout"), "u") + "us"); err == nil {
+			time.Sleep(d - 3*time.Millisecond)
+		}
+		panic(http.ErrAbortHandler) // RST_STREAM, as a gRPC server's deadline does
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	g := routePorts(t, svc, nil, nil, ln.Addr().(*net.TCPAddr).Port)
+	hc := h2Client(g, nil)
+	for range 3 {
+		req, _ := http.NewRequest("POST", "http://"+host(svc)+pingpb.MethodPing, strings.NewReader("\x00\x00\x00\x00\x00"))
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Te", "trailers")
+		req.Header.Set("Grpc-Timeout", "200m")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if st := resp.Header.Get("Grpc-Status"); st != "4" {
+			t.Fatalf("an instance reset at the deadline: grpc-status %q (%s), want 4 (DEADLINE_EXCEEDED)", st, resp.Header.Get("Grpc-Message"))
+		}
+	}
+}

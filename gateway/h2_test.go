@@ -476,3 +476,78 @@ func TestHTTP2StreamsObeyConcurrency(t *testing.T) {
 		t.Errorf("12 requests took %v: the limit did not queue them", took)
 	}
 }
+
+// Over HTTP/2 the split is drawn per stream (one connection reaches both revisions in
+// proportion), a tag's host reaches its revision, and the revision's timeout answers 504.
+func TestHTTP2SplitTagsAndTimeout(t *testing.T) {
+	const svc = "h2-split"
+	slow := func(c *recConn, r *recReq) bool {
+		if strings.HasPrefix(r.Target, "/slow") {
+			time.Sleep(1500 * time.Millisecond)
+		}
+		return echoTarget(c, r)
+	}
+	a := newRecBackend(t, serveEach(slow))
+	g := routeBackend(t, svc, a, nil)
+	// A second revision, 50/50 with the first, tagged "b"; a 500 ms timeout on both.
+	st := store.New(cluster.Consul)
+	ctx := context.Background()
+	for _, rev := range []string{svc + "-00001", svc + "-00002"} {
+		cfg := revmeta.Defaults(ns, svc, rev)
+		cfg.Timeout = 500 * time.Millisecond
+		if err := st.PutRevision(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := newRecBackend(t, serveEach(slow))
+	t.Cleanup(b.stop)
+	rev2 := svc + "-00002"
+	agent := cluster.Consul.Agent()
+	if err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
+		ID: "h2-" + rev2, Name: rev2, Address: "127.0.0.1", Port: b.port(),
+		Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
+		Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.ServiceDeregister("h2-" + rev2); _ = st.DeleteRevision(ctx, ns, rev2) })
+	setRoute(t, svc, store.RouteTarget{Revision: svc + "-00001", Percent: 50}, store.RouteTarget{Revision: rev2, Percent: 50, Tag: "b"})
+	waitReady(t, g, rev2, 1)
+	waitRoutes(t, g, "b-"+host(svc))
+
+	c := h2Client(g, nil)
+	const n = 400
+	for i := range n {
+		resp, err := c.Get("http://" + host(svc) + "/s/" + strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	na, nb := len(a.find("/s/")), len(b.find("/s/"))
+	// 50/50 over 400 draws: 200 ± 3.5 σ (σ = 10).
+	if na+nb != n || na < 165 || nb < 165 {
+		t.Errorf("one HTTP/2 connection, a 50/50 split: %d and %d of %d", na, nb, n)
+	}
+	for range 5 {
+		resp, err := c.Get("http://b-" + host(svc) + "/tagged")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if got := len(b.find("/tagged")); got != 5 || len(a.find("/tagged")) != 0 {
+		t.Errorf("the tag's host: revision b got %d of 5, a %d", got, len(a.find("/tagged")))
+	}
+	start := time.Now()
+	resp, err := c.Get("http://b-" + host(svc) + "/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if took := time.Since(start); resp.StatusCode != 504 || !strings.Contains(string(body), "timeout of 500ms") || took > 1200*time.Millisecond {
+		t.Errorf("a request past the revision's timeout: %d %q after %v, want 504 at 500 ms", resp.StatusCode, body, took)
+	}
+}

@@ -195,7 +195,10 @@ func (g *Gateway) roundTripH2C(ctx context.Context, rev *revision, in *balance.I
 		switch {
 		case errors.Is(err, http1.ErrBodyTooLarge):
 			f = failure{http1.ErrBodyTooLarge, ""}
-		case errors.Is(ctx.Err(), context.DeadlineExceeded) || isTimeout(err):
+		case errors.Is(ctx.Err(), context.DeadlineExceeded) || isTimeout(err) || !g.clk.Now().Before(deadline.Add(-deadlineNear)):
+			// At the deadline the instance, told the time left in grpc-timeout, may
+			// give up a moment before the gateway does (a gRPC server resets the stream):
+			// that is the deadline too, not a failed instance.
 			f = upstreamFailure(rev, timeoutError{})
 		default:
 			f = upstreamFailure(rev, err)
@@ -213,6 +216,9 @@ func (g *Gateway) roundTripH2C(ctx context.Context, rev *revision, in *balance.I
 		}
 	}
 }
+
+// deadlineNear: a failure this close to the request's deadline is taken for the deadline.
+const deadlineNear = 10 * time.Millisecond
 
 // timeoutError makes upstreamFailure answer 504.
 type timeoutError struct{}
