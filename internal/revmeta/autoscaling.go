@@ -26,6 +26,13 @@ type Autoscaling struct {
 	MaxScaleDownRate    float64       `json:"max_scale_down_rate"`
 	ScaleToZeroGrace    time.Duration `json:"scale_to_zero_grace"`
 	TargetBurstCapacity float64       `json:"target_burst_capacity"` // -1 = unlimited, 0 = never queue in front of instances
+	// ScaleDownDelay keeps the instance count for this long after the load drops before a
+	// decision to scale down takes effect (Knative's scale-down-delay; 0 = none). Not the
+	// grace before zero.
+	ScaleDownDelay time.Duration `json:"scale_down_delay,omitempty"`
+	// ActivationScale is how many instances a wake from zero starts (Knative's
+	// activation-scale; 0 or 1 = one).
+	ActivationScale int `json:"activation_scale,omitempty"`
 }
 
 // Knative's defaults, which users already know (DESIGN.md).
@@ -58,6 +65,7 @@ const (
 	// MinScaleRate is exclusive: MaxScaleUpRate and MaxScaleDownRate must exceed it.
 	MinScaleRate        = 1.0
 	MaxScaleToZeroGrace = time.Hour
+	MaxScaleDownDelay   = time.Hour // Knative's bound
 )
 
 // DefaultTarget is the per-instance target of a metric when the spec sets none.
@@ -102,6 +110,15 @@ func (a Autoscaling) Validate() error {
 		if c.v < 0 || c.v > MaxCount {
 			bad(c.field, c.v, fmt.Sprintf("must be between 0 and %d", MaxCount))
 		}
+	}
+	if a.ActivationScale < 0 || a.ActivationScale > MaxCount {
+		bad("activation_scale", a.ActivationScale, fmt.Sprintf("must be between 0 and %d", MaxCount))
+	}
+	if a.Max > 0 && a.ActivationScale > a.Max {
+		bad("activation_scale", a.ActivationScale, fmt.Sprintf("is greater than max (%d)", a.Max))
+	}
+	if a.ScaleDownDelay < 0 || a.ScaleDownDelay > MaxScaleDownDelay {
+		bad("scale_down_delay", a.ScaleDownDelay, fmt.Sprintf("must be between 0 and %s", MaxScaleDownDelay))
 	}
 	if a.Max > 0 && a.Min > a.Max {
 		bad("min", a.Min, fmt.Sprintf("is greater than max (%d)", a.Max))

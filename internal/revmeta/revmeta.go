@@ -67,6 +67,9 @@ const (
 
 	KeyConcurrency = "rouse.concurrency" // hard per-instance limit, 0 = unlimited
 	KeyTimeout     = "rouse.timeout"     // per-request timeout
+	// KeyResponseStartTimeout and KeyIdleTimeout are written only when set.
+	KeyResponseStartTimeout = "rouse.response_start_timeout"
+	KeyIdleTimeout          = "rouse.idle_timeout"
 
 	KeyMetric              = "rouse.autoscaling.metric"
 	KeyTarget              = "rouse.autoscaling.target"
@@ -81,6 +84,9 @@ const (
 	KeyMaxScaleDownRate    = "rouse.autoscaling.max_scale_down_rate"
 	KeyScaleToZeroGrace    = "rouse.autoscaling.scale_to_zero_grace"
 	KeyTargetBurstCapacity = "rouse.autoscaling.target_burst_capacity"
+	// KeyScaleDownDelay and KeyActivationScale are written only when set (non-zero, > 1).
+	KeyScaleDownDelay  = "rouse.autoscaling.scale_down_delay"
+	KeyActivationScale = "rouse.autoscaling.activation_scale"
 )
 
 // Metric names.
@@ -116,6 +122,12 @@ type Config struct {
 	// copy of such a revision is what it was before there was a protocol.
 	Protocol string `json:"protocol,omitempty"`
 
+	// ResponseStartTimeout bounds the wait for the first byte of the response (Knative's
+	// responseStartTimeoutSeconds); IdleTimeout the time with no byte either way
+	// (idleTimeoutSeconds). 0: none beyond Timeout.
+	ResponseStartTimeout time.Duration `json:"response_start_timeout,omitempty"`
+	IdleTimeout          time.Duration `json:"idle_timeout,omitempty"`
+
 	Autoscaling
 }
 
@@ -147,6 +159,18 @@ func (c Config) Meta() map[string]string {
 	}
 	if c.Image != "" {
 		m[KeyImage] = c.Image
+	}
+	if c.ResponseStartTimeout > 0 {
+		m[KeyResponseStartTimeout] = c.ResponseStartTimeout.String()
+	}
+	if c.IdleTimeout > 0 {
+		m[KeyIdleTimeout] = c.IdleTimeout.String()
+	}
+	if c.ScaleDownDelay > 0 {
+		m[KeyScaleDownDelay] = c.ScaleDownDelay.String()
+	}
+	if c.ActivationScale > 1 {
+		m[KeyActivationScale] = strconv.Itoa(c.ActivationScale)
 	}
 	if c.ImageDigest != "" {
 		m[KeyImageDigest] = c.ImageDigest
@@ -197,6 +221,10 @@ func FromMeta(meta map[string]string) (Config, error) {
 	p.nonZeroFloat(KeyMaxScaleDownRate, &c.MaxScaleDownRate)
 	p.dur(KeyScaleToZeroGrace, &c.ScaleToZeroGrace)
 	p.float(KeyTargetBurstCapacity, &c.TargetBurstCapacity)
+	p.dur(KeyResponseStartTimeout, &c.ResponseStartTimeout)
+	p.dur(KeyIdleTimeout, &c.IdleTimeout)
+	p.dur(KeyScaleDownDelay, &c.ScaleDownDelay)
+	p.int(KeyActivationScale, &c.ActivationScale)
 	p.set(KeyProtocol, func(v string) error {
 		switch v {
 		case ProtocolHTTP1: // the default, which Meta does not write; "" in Config

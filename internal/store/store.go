@@ -49,6 +49,10 @@ type RouteTarget struct {
 	Tag      string `json:"tag,omitempty"`
 }
 
+// VisibilityInternal is Service.Visibility for a service served only on the gateways'
+// internal listener.
+const VisibilityInternal = "internal"
+
 // Service is the record at ServiceKey.
 type Service struct {
 	Namespace   string          `json:"namespace"`
@@ -60,7 +64,13 @@ type Service struct {
 	Spec        string          `json:"spec"`         // HCL source of the last successful apply
 	Traffic     []TrafficTarget `json:"traffic"`      // declared
 	Route       []RouteTarget   `json:"route"`        // resolved; what the gateway serves
-	UpdatedAt   time.Time       `json:"updated_at"`
+	// Visibility is "" (public: served on the gateway's public listener) or "internal"
+	// (only on its internal listener, under the internal domain: Knative's cluster-local).
+	Visibility string `json:"visibility,omitempty"`
+	// TagHeader: a request on the service's main host with a Rouse-Tag header naming a tag
+	// goes to that tag's revision (Knative's tag-header-based-routing).
+	TagHeader bool      `json:"tag_header,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
 
 	modifyIndex uint64
 }
