@@ -55,6 +55,7 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 	cfg := revmeta.Config{
 		Service: s.Name, Namespace: s.Namespace, Revision: rev, Generation: gen, SpecHash: s.TemplateHash(),
 		Concurrency: s.Concurrency, Timeout: s.Timeout, Autoscaling: s.Autoscaling,
+		ResponseStartTimeout: s.ResponseStartTimeout, IdleTimeout: s.IdleTimeout,
 	}
 	if s.Protocol == revmeta.ProtocolH2C {
 		// HTTP/1.1 stays "", so its job meta and KV copy are what they were before protocol.
@@ -187,6 +188,10 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 			}},
 		}},
 	}
+	group := job.TaskGroups[0]
+	compileTemplates(s, group.Tasks[0])
+	compileVolumes(s, group, group.Tasks[0])
+	compileSidecars(s, group)
 	return job, cfg, nil
 }
 

@@ -38,10 +38,15 @@ func serviceSchema() *hcl.BodySchema {
 			{Name: "namespace"}, {Name: "revision_name"}, {Name: "datacenters"},
 			{Name: "image"}, {Name: "resolve_image"}, {Name: "command"}, {Name: "driver"}, {Name: "args"}, {Name: "port"}, {Name: "network"},
 			{Name: "protocol"}, {Name: "env"}, {Name: "concurrency"}, {Name: "timeout"},
+			{Name: "response_start_timeout"}, {Name: "idle_timeout"}, // timeouts.go
+			{Name: "visibility"}, {Name: "tag_header_routing"}, // routing.go
 		},
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "resources"}, {Type: "readiness"}, {Type: "constraint"},
 			{Type: "autoscaling"}, {Type: "traffic"},
+			{Type: "template"}, // templates.go
+			{Type: "volume", LabelNames: []string{"name"}},  // volumes.go
+			{Type: "sidecar", LabelNames: []string{"name"}}, // sidecars.go
 		},
 	}
 }
@@ -90,6 +95,8 @@ func decodeService(block *hcl.Block, sc *scope) (*Spec, hcl.Diagnostics) {
 
 	a.int("concurrency", &s.Concurrency, 0, maxConcurrency)
 	a.duration("timeout", &s.Timeout, minTimeout, revmeta.MaxTimeout)
+	d.timeouts(a)
+	d.routing(a)
 
 	if b := d.singleBlock(content.Blocks, "resources"); b != nil {
 		r := body{d: d, path: "resources.", label: "resources.", attrs: d.content(b, attrSchema("cpu", "memory", "memory_max"))}
@@ -110,9 +117,12 @@ func decodeService(block *hcl.Block, sc *scope) (*Spec, hcl.Diagnostics) {
 	if b := d.singleBlock(content.Blocks, "autoscaling"); b != nil {
 		as.attrs = d.content(b, attrSchema("metric", "target", "target_utilization_percentage", "min", "max", "initial",
 			"window", "panic_window_percentage", "panic_threshold_percentage", "max_scale_up_rate", "max_scale_down_rate",
-			"scale_to_zero_grace", "target_burst_capacity"))
+			"scale_to_zero_grace", "target_burst_capacity", "scale_down_delay", "activation_scale"))
 	}
 	d.autoscaling(as)
+	d.templates(content.Blocks.OfType("template"))
+	d.volumes(content.Blocks.OfType("volume"))
+	d.sidecars(content.Blocks.OfType("sidecar"))
 	d.revisionName(a)
 	d.traffic(content.Blocks.OfType("traffic"))
 	return s, d.diags

@@ -61,6 +61,21 @@ type Spec struct {
 	Constraints []Constraint
 	Autoscaling revmeta.Autoscaling // resolved: every default applied, valid
 
+	// ResponseStartTimeout and IdleTimeout are Knative's two other request timeouts (see
+	// timeouts.go); 0 = none beyond Timeout.
+	ResponseStartTimeout time.Duration
+	IdleTimeout          time.Duration
+	// Templates, Volumes and Sidecars are the task's files and env from Nomad Variables,
+	// the group's volumes and the extra tasks (templates.go, volumes.go, sidecars.go).
+	Templates []Template
+	Volumes   []Volume
+	Sidecars  []Sidecar
+
+	// Visibility and TagHeaderRouting are the route's, not the template's (routing.go):
+	// changing them is not a new revision.
+	Visibility       string
+	TagHeaderRouting bool
+
 	// Traffic is the declared split; with no traffic block it is 100 % to the latest revision.
 	Traffic []store.TrafficTarget
 	// TrafficRanges[i] is where Traffic[i] was declared (the service block when defaulted),
@@ -149,10 +164,17 @@ func (s *Spec) TemplateHash() string {
 		Readiness    Readiness           `json:"readiness"`
 		Constraints  []Constraint        `json:"constraints,omitempty"`
 		Autoscaling  revmeta.Autoscaling `json:"autoscaling"`
+
+		ResponseStartTimeout time.Duration `json:"response_start_timeout,omitempty"`
+		IdleTimeout          time.Duration `json:"idle_timeout,omitempty"`
+		Templates            []Template    `json:"templates,omitempty"`
+		Volumes              []Volume      `json:"volumes,omitempty"`
+		Sidecars             []Sidecar     `json:"sidecars,omitempty"`
 	}{
 		s.Name, s.Namespace, s.RevisionName, s.Datacenters, s.Image, s.ImageDigest, s.Driver, s.Command,
 		s.Args, s.Port, hashedNetwork(s.Network), hashedProtocol(s.Protocol), s.Env, s.Resources, s.Concurrency,
 		s.Timeout, s.Readiness, s.Constraints, s.Autoscaling,
+		s.ResponseStartTimeout, s.IdleTimeout, s.Templates, s.Volumes, s.Sidecars,
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
