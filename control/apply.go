@@ -94,7 +94,7 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 	o.Spec = s
 	ns, svc := s.Namespace, s.Name
 	hash := s.TemplateHash()
-	res := &ApplyResult{Namespace: ns, Service: svc, URL: c.URL(ns, svc), Image: s.Image,
+	res := &ApplyResult{Namespace: ns, Service: svc, URL: c.urlOf(ns, svc, s.Visibility == store.VisibilityInternal), Image: s.Image,
 		ImageDigest: cmp.Or(s.ImageDigest, jobspec.ImageDigestOf(s.Image))}
 	if warning != "" {
 		res.Warnings = append(res.Warnings, warning)
@@ -116,9 +116,9 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 
 	if rec != nil && rec.SpecHash == hash && rec.LatestReady != "" && jobs[rec.LatestReady] != nil && !jobs[rec.LatestReady].Stopped {
 		res.Revision = rec.LatestReady
-		if slices.Equal(rec.Traffic, s.Traffic) {
+		if slices.Equal(rec.Traffic, s.Traffic) && sameRouting(rec, s) {
 			res.Outcome = OutcomeUnchanged
-			res.Route, res.Tags = rec.Route, c.tags(ns, svc, rec.Route)
+			res.Route, res.Tags = rec.Route, c.tagsOf(rec)
 			c.finish(ctx, o, res, rec, jobs)
 			return res, nil
 		}
@@ -132,13 +132,15 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 				return nil, err
 			}
 			cur.Traffic, cur.Route, cur.UpdatedAt = slices.Clone(s.Traffic), route, c.now().UTC()
+			setRouting(cur, s)
 			return cur, nil
 		})
 		if err != nil {
 			return nil, err
 		}
-		res.Outcome, res.Route, res.Tags = OutcomeTraffic, rec.Route, c.tags(ns, svc, rec.Route)
+		res.Outcome, res.Route, res.Tags = OutcomeTraffic, rec.Route, c.tagsOf(rec)
 		res.Warnings = append(res.Warnings, c.routeWarnings(ctx, ns, svc)...)
+		res.Warnings = append(res.Warnings, c.visibilityWarnings(ctx, s)...)
 		c.finish(ctx, o, res, rec, jobs)
 		return res, nil
 	}
@@ -151,7 +153,7 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 	if o.Detach {
 		res.Outcome = OutcomeDetached
 		if rec != nil {
-			res.Route, res.Tags = rec.Route, c.tags(ns, svc, rec.Route)
+			res.Route, res.Tags = rec.Route, c.tagsOf(rec)
 		}
 		emit(o.Progress, StageDone, rev, "Detached: revision %s is starting; the route is unchanged until `rouse apply` is run again and it is ready.", rev)
 		return res, nil
@@ -211,13 +213,15 @@ func (c *Client) Apply(ctx context.Context, o ApplyOptions) (*ApplyResult, error
 			return nil, err
 		}
 		cur.Traffic, cur.Route, cur.UpdatedAt = slices.Clone(s.Traffic), route, c.now().UTC()
+		setRouting(cur, s)
 		return cur, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	res.Route, res.Tags = rec.Route, c.tags(ns, svc, rec.Route)
+	res.Route, res.Tags = rec.Route, c.tagsOf(rec)
 	res.Warnings = append(res.Warnings, c.routeWarnings(ctx, ns, svc)...)
+	res.Warnings = append(res.Warnings, c.visibilityWarnings(ctx, s)...)
 	jobs[rev] = &revJob{Name: rev, Generation: gen, SpecHash: hash}
 	c.finish(ctx, o, res, rec, jobs)
 	return res, nil
@@ -309,6 +313,10 @@ func (c *Client) createRevision(ctx context.Context, o ApplyOptions, jobs map[st
 	floor := 0 // generations in use by jobs that outlived their record
 	for _, j := range jobs {
 		floor = max(floor, j.Generation)
+	}
+	// Templates' Nomad Variables must exist before the revision does (variables.go).
+	if err := c.checkVariables(ctx, s); err != nil {
+		return "", 0, nil, "", err
 	}
 	// Ask Nomad to plan the job before anything is written: a token that may not submit
 	// jobs, a job Nomad rejects, or one no node can run (a missing driver, constraints,
@@ -427,15 +435,29 @@ func liveNames(jobs map[string]*revJob) []string {
 	return out
 }
 
-// tags lists the tagged targets of a route with their URLs.
-func (c *Client) tags(ns, svc string, route []store.RouteTarget) []TagInfo {
+// tagsOf lists the tagged targets of a service's route with their URLs (under the
+// internal domain for an internal service).
+func (c *Client) tagsOf(rec *store.Service) []TagInfo {
 	var out []TagInfo
-	for _, r := range route {
+	for _, r := range rec.Route {
 		if r.Tag != "" {
-			out = append(out, TagInfo{Tag: r.Tag, Revision: r.Revision, URL: c.TagURL(ns, svc, r.Tag)})
+			out = append(out, TagInfo{Tag: r.Tag, Revision: r.Revision,
+				URL: c.tagURLOf(rec.Namespace, rec.Name, r.Tag, rec.Visibility == store.VisibilityInternal)})
 		}
 	}
 	return out
+}
+
+// sameRouting: the record already has the spec's visibility and tag-header routing (route
+// settings, not the template's: a change of either is a route write, not a revision).
+func sameRouting(rec *store.Service, s *jobspec.Spec) bool {
+	return rec.Visibility == s.Visibility && rec.TagHeader == s.TagHeaderRouting
+}
+
+// setRouting writes the spec's visibility and tag-header routing into the record, in the
+// same write as its route.
+func setRouting(rec *store.Service, s *jobspec.Spec) {
+	rec.Visibility, rec.TagHeader = s.Visibility, s.TagHeaderRouting
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -35,6 +35,9 @@ type Config struct {
 	// Domain is the public domain: URLs are http://<svc>.<ns>.<domain>. It may carry a
 	// port ("localhost:8080").
 	Domain string
+	// InternalDomain is the gateways' internal domain: an internal service's URL is
+	// http://<svc>.<ns>.<internal domain> (default "internal"; it may carry a port).
+	InternalDomain string
 	// Now is the clock (time stamps in records, wait deadlines); nil = time.Now.
 	Now func() time.Time
 	// GatewayWait bounds how long a route change waits for every gateway to serve it:
@@ -49,7 +52,7 @@ type Client struct {
 	store                   *store.Store
 	nomadAddr, consulAddr   string
 	nomadToken, consulToken bool
-	domain                  string
+	domain, internalDomain  string
 	probe                   *http.Client
 	registry                http.RoundTripper // to image registries, for tag resolution
 	poll                    time.Duration
@@ -62,6 +65,9 @@ func New(cfg Config) *Client {
 	if cfg.Domain == "" {
 		cfg.Domain = "localhost"
 	}
+	if cfg.InternalDomain == "" {
+		cfg.InternalDomain = "internal"
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -72,7 +78,7 @@ func New(cfg Config) *Client {
 		nomad: cfg.Nomad, consul: cfg.Consul, store: store.New(cfg.Consul),
 		nomadAddr: cfg.NomadAddr, consulAddr: cfg.ConsulAddr,
 		nomadToken: cfg.NomadToken, consulToken: cfg.ConsulToken,
-		domain: cfg.Domain,
+		domain: cfg.Domain, internalDomain: cfg.InternalDomain,
 		// Readiness probes go straight to an instance: short timeout, no pooled
 		// connections to processes that may be gone a second later.
 		probe: &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true},
@@ -90,6 +96,29 @@ func (c *Client) URL(ns, svc string) string { return "http://" + svc + "." + ns 
 // TagURL is the URL that reaches a tagged revision directly.
 func (c *Client) TagURL(ns, svc, tag string) string {
 	return "http://" + tag + "-" + svc + "." + ns + "." + c.domain
+}
+
+// InternalURL is a service's URL under the gateways' internal domain, served on their
+// internal listener: the only one of an internal service.
+func (c *Client) InternalURL(ns, svc string) string {
+	return "http://" + svc + "." + ns + "." + c.internalDomain
+}
+
+// urlOf is the URL a service is reached at: under the internal domain when it is
+// internal.
+func (c *Client) urlOf(ns, svc string, internal bool) string {
+	if internal {
+		return c.InternalURL(ns, svc)
+	}
+	return c.URL(ns, svc)
+}
+
+// tagURLOf is TagURL, under the internal domain when the service is internal.
+func (c *Client) tagURLOf(ns, svc, tag string, internal bool) string {
+	if internal {
+		return "http://" + tag + "-" + svc + "." + ns + "." + c.internalDomain
+	}
+	return c.TagURL(ns, svc, tag)
 }
 
 // Stage is a step of a long operation.
@@ -130,6 +159,9 @@ type revJob struct {
 	Stopped    bool   // stopped jobs are revisions that failed (or were stopped by hand)
 	Status     string
 	Created    time.Time
+	// Knative's scale-down-delay and activation-scale, from job meta (written only when set).
+	ScaleDownDelay  time.Duration
+	ActivationScale int
 }
 
 func (c *Client) qo(ctx context.Context, ns string) *nomadapi.QueryOptions {
@@ -167,6 +199,8 @@ func (c *Client) revisionJobs(ctx context.Context, ns, svc string) (map[string]*
 			Image: s.Meta[revmeta.KeyImage], Digest: s.Meta[revmeta.KeyImageDigest],
 			Stopped: s.Stop, Status: s.Status, Created: created,
 		}
+		out[s.ID].ScaleDownDelay, _ = time.ParseDuration(s.Meta[revmeta.KeyScaleDownDelay])
+		out[s.ID].ActivationScale, _ = strconv.Atoi(s.Meta[revmeta.KeyActivationScale])
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,10 +43,15 @@ type ImageError struct {
 	Image  string // as the spec wrote it
 	Kind   string // ImageNotFound, ImageUnauthorized, …
 	Reason string // the registry's own words ("MANIFEST_UNKNOWN: manifest unknown") or the network's
+	// Sidecar names the sidecar whose image it is; "" for the main task's.
+	Sidecar string
 }
 
 func (e *ImageError) Error() string {
 	msg := fmt.Sprintf("image %s: cannot resolve it to a digest: %s", e.Image, e.Reason)
+	if e.Sidecar != "" {
+		msg = "sidecar " + e.Sidecar + ": " + msg
+	}
 	switch e.Kind {
 	case ImageUnauthorized:
 		msg += fmt.Sprintf(" (rouse uses the registry credentials of this machine: docker's config.json in $DOCKER_CONFIG "+
@@ -79,9 +85,37 @@ func newRegistryTransport() http.RoundTripper {
 }
 
 // resolveImage returns the spec to apply: s with ImageDigest set to the digest its image's
-// tag names now. A command, an image given by digest, and resolve_image = false leave s
-// as it is; the last comes with a warning. The caller's Spec is not modified.
+// tag names now, and each sidecar's likewise. A command, an image given by digest, and
+// resolve_image = false leave s as it is; the last comes with a warning. The caller's Spec
+// is not modified.
 func (c *Client) resolveImage(ctx context.Context, s *jobspec.Spec, progress func(Event)) (*jobspec.Spec, string, error) {
+	s, warning, err := c.resolveMainImage(ctx, s, progress)
+	if err != nil || len(s.Sidecars) == 0 {
+		return s, warning, err
+	}
+	out := *s
+	out.Sidecars = slices.Clone(s.Sidecars)
+	for i := range out.Sidecars {
+		sc := &out.Sidecars[i]
+		one := &jobspec.Spec{Image: sc.Image, ImageDigest: sc.ImageDigest, ResolveImage: sc.ResolveImage}
+		one, w, err := c.resolveMainImage(ctx, one, progress)
+		if err != nil {
+			var ie *ImageError
+			if errors.As(err, &ie) {
+				ie.Sidecar = sc.Name
+			}
+			return nil, "", err
+		}
+		sc.ImageDigest = one.ImageDigest
+		if w != "" {
+			warning = strings.TrimPrefix(warning+"; ", "; ") + "sidecar " + sc.Name + ": " + w
+		}
+	}
+	return &out, warning, nil
+}
+
+// resolveMainImage resolves the main task's image (resolveImage without the sidecars).
+func (c *Client) resolveMainImage(ctx context.Context, s *jobspec.Spec, progress func(Event)) (*jobspec.Spec, string, error) {
 	if s.Image == "" || s.ImageDigest != "" {
 		return s, "", nil
 	}

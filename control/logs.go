@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -21,6 +22,33 @@ type LogOptions struct {
 	Stderr   bool   // stderr instead of stdout
 	Tail     int    // lines per instance to start from (0: none; negative: 50)
 	Follow   bool   // keep streaming, from instances that start later too, until ctx ends
+	// Task is the task whose output to read: "" or revmeta.Task for the main one, or a
+	// sidecar's name. Revisions without it are skipped; none with it is a *TaskError.
+	Task string
+}
+
+// TaskError is a task that no revision asked for has: the tasks they have instead.
+type TaskError struct {
+	Task  string
+	Tasks map[string][]string // revision → its tasks, main task first
+}
+
+func (e *TaskError) Error() string {
+	revs := make([]string, 0, len(e.Tasks))
+	for r := range e.Tasks {
+		revs = append(revs, r)
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(revs)))
+	var b strings.Builder
+	fmt.Fprintf(&b, "no task %q", e.Task)
+	for i, r := range revs {
+		sep := "; "
+		if i == 0 {
+			sep = ": "
+		}
+		fmt.Fprintf(&b, "%srevision %s has tasks %s", sep, r, strings.Join(e.Tasks[r], ", "))
+	}
+	return b.String()
 }
 
 // LogLine is one line of one instance's output.
@@ -52,9 +80,18 @@ func (c *Client) Logs(ctx context.Context, ns, svc string, o LogOptions, out fun
 	if o.Revision != "" && jobs[o.Revision] == nil {
 		return &NotFoundError{Kind: "revision", Name: o.Revision, Namespace: ns}
 	}
+	if o.Task == "" {
+		o.Task = revmeta.Task
+	}
 	// Oldest revision first: the newest ends up nearest the prompt.
 	revs := byGeneration(jobs)
 	slices.Reverse(revs)
+	if o.Task != revmeta.Task {
+		var err error
+		if revs, err = c.revisionsWithTask(ctx, ns, revs, o); err != nil {
+			return err
+		}
+	}
 	var allocs []*nomadapi.AllocationListStub
 	for _, j := range revs {
 		if o.Revision != "" && j.Name != o.Revision {
@@ -73,7 +110,7 @@ func (c *Client) Logs(ctx context.Context, ns, svc string, o LogOptions, out fun
 	// Tails one instance after another, so that each instance's lines stay together.
 	logs := make([]*instanceLog, 0, len(allocs))
 	for _, a := range allocs {
-		l, err := c.tailLog(ctx, ns, a, stream, o.Tail, out)
+		l, err := c.tailLog(ctx, ns, a, o.Task, stream, o.Tail, out)
 		if err != nil {
 			return err
 		}
@@ -116,7 +153,7 @@ func (c *Client) Logs(ctx context.Context, ns, svc string, o LogOptions, out fun
 		follow(l)
 	}
 	if err := c.watchInstances(fctx, ns, svc, o.Revision, seen, func(a *nomadapi.AllocationListStub) {
-		follow(newInstanceLog(a, ns, stream, 0)) // new: all of its output is news
+		follow(newInstanceLog(a, ns, o.Task, stream, 0)) // new: all of its output is news
 	}); err != nil {
 		stop(err)
 	}
@@ -212,6 +249,7 @@ func instancesToRead(stubs []*nomadapi.AllocationListStub) []*nomadapi.Allocatio
 // line after it.
 type instanceLog struct {
 	alloc     *nomadapi.Allocation
+	task      string
 	stream    string
 	rev, inst string
 	end       int64
@@ -219,12 +257,12 @@ type instanceLog struct {
 }
 
 // newInstanceLog is the log of stub's instance from byte offset end on.
-func newInstanceLog(stub *nomadapi.AllocationListStub, ns, stream string, end int64) *instanceLog {
+func newInstanceLog(stub *nomadapi.AllocationListStub, ns, task, stream string, end int64) *instanceLog {
 	a := &nomadapi.Allocation{ID: stub.ID, Namespace: stub.Namespace, NodeID: stub.NodeID}
 	if a.Namespace == "" {
 		a.Namespace = ns
 	}
-	return &instanceLog{alloc: a, stream: stream, rev: stub.JobID, inst: short(stub.ID), end: end}
+	return &instanceLog{alloc: a, task: task, stream: stream, rev: stub.JobID, inst: short(stub.ID), end: end}
 }
 
 // flush emits the partial last line, if any.
@@ -248,9 +286,9 @@ func (l *instanceLog) lines(data []byte, out func(LogLine)) {
 // of the oldest log file Nomad keeps (it rotates them as <task>.<stream>.<n>), measured
 // once: the tail is read up to that point and followLog starts exactly there, so no line
 // written in between is lost or shown twice. nil: the instance or its logs are gone.
-func (c *Client) tailLog(ctx context.Context, ns string, stub *nomadapi.AllocationListStub, stream string, tail int, out func(LogLine)) (*instanceLog, error) {
-	l := newInstanceLog(stub, ns, stream, 0)
-	end, err := c.logSize(ctx, ns, l.alloc, stream)
+func (c *Client) tailLog(ctx context.Context, ns string, stub *nomadapi.AllocationListStub, task, stream string, tail int, out func(LogLine)) (*instanceLog, error) {
+	l := newInstanceLog(stub, ns, task, stream, 0)
+	end, err := c.logSize(ctx, ns, l.alloc, task, stream)
 	if err != nil || end < 0 {
 		return nil, err
 	}
@@ -261,7 +299,7 @@ func (c *Client) tailLog(ctx context.Context, ns string, stub *nomadapi.Allocati
 	}
 	start := max(0, end-tailBytes)
 	var buf []byte
-	err = c.readFrames(ctx, ns, a, stream, false, nomadapi.OriginStart, start, func(f *nomadapi.StreamFrame) {
+	err = c.readTaskFrames(ctx, ns, a, task, stream, false, nomadapi.OriginStart, start, func(f *nomadapi.StreamFrame) {
 		buf = append(buf, f.Data...)
 	})
 	if err != nil {
@@ -281,14 +319,41 @@ func (c *Client) tailLog(ctx context.Context, ns string, stub *nomadapi.Allocati
 
 // followLog streams what the instance writes after its tail until ctx ends.
 func (c *Client) followLog(ctx context.Context, ns string, l *instanceLog, out func(LogLine)) error {
-	return c.readFrames(ctx, ns, l.alloc, l.stream, true, nomadapi.OriginStart, l.end, func(f *nomadapi.StreamFrame) {
+	if l.task != revmeta.Task && !c.taskStarted(ctx, ns, l.alloc.ID, l.task) {
+		return nil
+	}
+	return c.readTaskFrames(ctx, ns, l.alloc, l.task, l.stream, true, nomadapi.OriginStart, l.end, func(f *nomadapi.StreamFrame) {
 		l.lines(f.Data, out)
 	})
 }
 
+// taskStarted waits until the instance's task has started (a poststart sidecar starts
+// after the instance runs, and Nomad streams no log before), and reports false when the
+// instance has no such task (a revision without that sidecar), has ended, or ctx ends.
+func (c *Client) taskStarted(ctx context.Context, ns, allocID, task string) bool {
+	for {
+		a, _, err := c.nomad.Allocations().Info(allocID, c.qo(ctx, ns))
+		if err != nil {
+			return false
+		}
+		ts := a.TaskStates[task]
+		switch {
+		case ts != nil && !ts.StartedAt.IsZero():
+			return true
+		case ts == nil && len(a.TaskStates) > 0, a.ClientTerminalStatus():
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 // logSize is the size of all the log files of an instance's stream that Nomad keeps, -1
 // when the instance is gone.
-func (c *Client) logSize(ctx context.Context, ns string, a *nomadapi.Allocation, stream string) (int64, error) {
+func (c *Client) logSize(ctx context.Context, ns string, a *nomadapi.Allocation, task, stream string) (int64, error) {
 	files, _, err := c.nomad.AllocFS().List(a, "alloc/logs", c.qo(ctx, ns))
 	if err != nil {
 		if isNotFound(err) {
@@ -296,7 +361,7 @@ func (c *Client) logSize(ctx context.Context, ns string, a *nomadapi.Allocation,
 		}
 		return 0, c.nomadErr(err, "read-logs", ns)
 	}
-	prefix := revmeta.Task + "." + stream + "."
+	prefix := task + "." + stream + "."
 	var n int64
 	for _, f := range files {
 		if strings.HasPrefix(f.Name, prefix) && !f.IsDir {
@@ -310,9 +375,14 @@ func (c *Client) logSize(ctx context.Context, ns string, a *nomadapi.Allocation,
 // oldest log file, or the end of its newest) into fn until it ends, or, following, until
 // ctx does. A log that is gone reads as empty.
 func (c *Client) readFrames(ctx context.Context, ns string, a *nomadapi.Allocation, stream string, follow bool, origin string, offset int64, fn func(*nomadapi.StreamFrame)) error {
+	return c.readTaskFrames(ctx, ns, a, revmeta.Task, stream, follow, origin, offset, fn)
+}
+
+// readTaskFrames is readFrames for one task of the instance.
+func (c *Client) readTaskFrames(ctx context.Context, ns string, a *nomadapi.Allocation, task, stream string, follow bool, origin string, offset int64, fn func(*nomadapi.StreamFrame)) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	frames, errc := c.nomad.AllocFS().Logs(a, follow, revmeta.Task, stream, origin, offset, sctx.Done(), c.qo(sctx, ns))
+	frames, errc := c.nomad.AllocFS().Logs(a, follow, task, stream, origin, offset, sctx.Done(), c.qo(sctx, ns))
 	for {
 		select {
 		case f, ok := <-frames:
@@ -343,4 +413,50 @@ func splitLines(b []byte) ([]string, []byte) {
 		return nil, b
 	}
 	return strings.Split(string(b[:cut]), "\n"), append([]byte(nil), b[cut+1:]...)
+}
+
+// revisionsWithTask keeps the revisions (o.Revision's alone, when set) whose group has
+// task o.Task, in order; none is a *TaskError listing the tasks they have.
+func (c *Client) revisionsWithTask(ctx context.Context, ns string, revs []*revJob, o LogOptions) ([]*revJob, error) {
+	var keep []*revJob
+	tasks := map[string][]string{}
+	for _, j := range revs {
+		if o.Revision != "" && j.Name != o.Revision {
+			continue
+		}
+		job, _, err := c.nomad.Jobs().Info(j.Name, c.qo(ctx, ns))
+		if err != nil {
+			if isNotFound(err) { // purged meanwhile
+				continue
+			}
+			return nil, c.nomadErr(err, "read-job", ns)
+		}
+		names := jobTasks(job)
+		tasks[j.Name] = names
+		if slices.Contains(names, o.Task) {
+			keep = append(keep, j)
+		}
+	}
+	if len(keep) == 0 {
+		return nil, &TaskError{Task: o.Task, Tasks: tasks}
+	}
+	return keep, nil
+}
+
+// jobTasks are the task names of a revision's group, the main task first.
+func jobTasks(job *nomadapi.Job) []string {
+	var out []string
+	for _, g := range job.TaskGroups {
+		if g.Name == nil || *g.Name != revmeta.Group {
+			continue
+		}
+		for _, t := range g.Tasks {
+			if t.Name == revmeta.Task {
+				out = append([]string{t.Name}, out...)
+			} else {
+				out = append(out, t.Name)
+			}
+		}
+	}
+	return out
 }

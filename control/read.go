@@ -35,6 +35,11 @@ type ServiceSummary struct {
 	Route       []store.RouteTarget `json:"route"`
 	Ready       string              `json:"ready"` // True, False or Unknown
 	UpdatedAt   time.Time           `json:"updated_at"`
+	// Visibility is "internal" for a service served only on the gateways' internal
+	// listener (its URL is then under the internal domain), "" for public.
+	Visibility string `json:"visibility,omitempty"`
+	// TagHeaderRouting: a Rouse-Tag header on its main host picks the tag's revision.
+	TagHeaderRouting bool `json:"tag_header_routing,omitempty"`
 }
 
 // RevisionInfo is one revision of a service.
@@ -53,6 +58,10 @@ type RevisionInfo struct {
 	Ready       int       `json:"ready_instances"`   // passing their Consul readiness check
 	Desired     int       `json:"desired_instances"` // the Nomad group count
 	Created     time.Time `json:"created"`
+	// The autoscaling knobs shown when set: Knative's scale-down-delay ("5m0s") and
+	// activation-scale.
+	ScaleDownDelay  string `json:"scale_down_delay,omitempty"`
+	ActivationScale int    `json:"activation_scale,omitempty"`
 }
 
 // Condition is a Knative-style condition.
@@ -108,8 +117,9 @@ func (c *Client) List(ctx context.Context, ns string) ([]ServiceSummary, error) 
 }
 
 func (c *Client) summary(r *store.Service) ServiceSummary {
-	s := ServiceSummary{Namespace: r.Namespace, Name: r.Name, URL: c.URL(r.Namespace, r.Name),
-		Generation: r.Generation, Latest: r.Latest, LatestReady: r.LatestReady, Route: r.Route, UpdatedAt: r.UpdatedAt}
+	s := ServiceSummary{Namespace: r.Namespace, Name: r.Name, URL: c.urlOf(r.Namespace, r.Name, r.Visibility == store.VisibilityInternal),
+		Generation: r.Generation, Latest: r.Latest, LatestReady: r.LatestReady, Route: r.Route, UpdatedAt: r.UpdatedAt,
+		Visibility: r.Visibility, TagHeaderRouting: r.TagHeader}
 	switch {
 	case len(r.Route) == 0:
 		s.Ready = Unknown
@@ -150,7 +160,10 @@ func (c *Client) revisionInfos(ctx context.Context, ns string, rec *store.Servic
 	for _, j := range byGeneration(jobs) {
 		ri := RevisionInfo{Name: j.Name, Generation: j.Generation, SpecHash: j.SpecHash, Created: j.Created,
 			Image: j.Image, ImageDigest: j.Digest,
-			Latest: j.Name == rec.Latest, LatestReady: j.Name == rec.LatestReady}
+			Latest: j.Name == rec.Latest, LatestReady: j.Name == rec.LatestReady, ActivationScale: j.ActivationScale}
+		if j.ScaleDownDelay > 0 {
+			ri.ScaleDownDelay = j.ScaleDownDelay.String()
+		}
 		for _, r := range rec.Route {
 			if r.Revision == j.Name {
 				ri.Percent += r.Percent
@@ -210,7 +223,7 @@ func (c *Client) Describe(ctx context.Context, ns, svc string) (*ServiceDetail, 
 	if err != nil {
 		return nil, err
 	}
-	d := &ServiceDetail{ServiceSummary: c.summary(rec), Traffic: rec.Traffic, Tags: c.tags(ns, svc, rec.Route), Revisions: revs}
+	d := &ServiceDetail{ServiceSummary: c.summary(rec), Traffic: rec.Traffic, Tags: c.tagsOf(rec), Revisions: revs}
 	d.Conditions = conditions(rec, revs)
 	d.Ready = d.Conditions[len(d.Conditions)-1].Status
 	return d, nil

@@ -66,8 +66,8 @@ func (c *Client) SetTraffic(ctx context.Context, ns, svc string, u TrafficUpdate
 }
 
 func (c *Client) trafficResult(rec *store.Service) *TrafficResult {
-	return &TrafficResult{Namespace: rec.Namespace, Service: rec.Name, URL: c.URL(rec.Namespace, rec.Name),
-		Traffic: rec.Traffic, Route: rec.Route, Tags: c.tags(rec.Namespace, rec.Name, rec.Route)}
+	return &TrafficResult{Namespace: rec.Namespace, Service: rec.Name, URL: c.urlOf(rec.Namespace, rec.Name, rec.Visibility == store.VisibilityInternal),
+		Traffic: rec.Traffic, Route: rec.Route, Tags: c.tagsOf(rec)}
 }
 
 // RollbackResult says where traffic went.

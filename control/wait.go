@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -352,16 +353,29 @@ type allocFailure struct {
 // failureOf finds the first instance (newest first) that failed, and says why.
 func failureOf(allocs []*nomadapi.AllocationListStub) *allocFailure {
 	for _, a := range allocs {
-		var reason string
-		for _, ts := range a.TaskStates {
+		var reason, sibling string // sibling: a task stopped because another failed, the fallback
+		for task, ts := range a.TaskStates {
 			for _, ev := range ts.Events {
+				if task != revmeta.Task && ev.Type == nomadapi.TaskTerminated && ev.Details["exit_code"] == "0" {
+					continue // a sidecar's init task that ran to completion (sidecars.go)
+				}
 				for _, t := range fatalEvents {
-					if ev.Type == t && reason == "" {
+					switch {
+					case ev.Type != t:
+					case t == nomadapi.TaskSiblingFailed:
+						sibling = cmp.Or(sibling, eventText(ev))
+					case reason == "" && task != revmeta.Task:
+						reason = "sidecar " + task + ": " + eventText(ev)
+					case reason == "":
 						reason = eventText(ev)
 					}
 				}
+				if reason == "" && templateBlocked(ev) {
+					reason = eventText(ev) + " (the template waits for a Nomad Variable that does not exist, or that the revision may not read)"
+				}
 			}
 		}
+		reason = cmp.Or(reason, sibling)
 		if reason == "" && (a.ClientStatus == nomadapi.AllocClientStatusFailed || a.ClientStatus == nomadapi.AllocClientStatusLost) {
 			reason = "instance " + a.ClientStatus
 			if a.ClientDescription != "" {
@@ -373,6 +387,14 @@ func failureOf(allocs []*nomadapi.AllocationListStub) *allocFailure {
 		}
 	}
 	return nil
+}
+
+// templateBlocked: Nomad's template runner says what the task's templates wait for
+// ("Missing: nomad.var.block(nomad/jobs/shop/db@default.global)"); the task will not start
+// until someone writes it. Apply checks the variables first (variables.go), so this is one
+// deleted since, or read through a Vault or Consul function rouse does not check.
+func templateBlocked(ev *nomadapi.TaskEvent) bool {
+	return ev.Type == "Template" && strings.HasPrefix(ev.DisplayMessage, "Missing: ")
 }
 
 // eventText renders an event as Nomad's CLI does: "Terminated: Exit Code: 1".

@@ -108,7 +108,8 @@ func startPlatform(c *testcluster.Cluster) (*platform, error) {
 		return nil, err
 	}
 	p.gw, err = gateway.New(gateway.Config{PublicAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Domain: domain,
-		Consul: c.Consul, Logger: logger.Named("gateway"), Register: true, ID: "e2e"})
+		InternalAddr: "127.0.0.1:0", // internal_test.go
+		Consul:       c.Consul, Logger: logger.Named("gateway"), Register: true, ID: "e2e"})
 	if err != nil {
 		return nil, err
 	}

@@ -69,7 +69,9 @@ func (g *Gateway) writeAccess(ce *zapcore.CheckedEntry, fp *[]zap.Field, fields 
 	if status == 101 {
 		fields = append(fields, zap.Bool("upgrade", true))
 	}
-	if werr != nil {
+	if cut, ok := werr.(timeoutCut); ok {
+		fields = append(fields, zap.String("timeout", string(cut))) // it cut the response off
+	} else if werr != nil {
 		fields = append(fields, zap.NamedError("write_error", werr))
 	}
 	ce.Write(fields...)

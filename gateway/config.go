@@ -89,12 +89,23 @@ type Config struct {
 	// RedirectAddr, with TLS, is a plain-HTTP listener that answers every request 308 to
 	// the same host and target over https (default: none).
 	RedirectAddr string
+
+	// InternalAddr is the internal listener, meant for the cluster network (default: none).
+	// It serves plain HTTP (HTTP/1.1 and h2c) for every service at
+	// <svc>.<ns>.<InternalDomain>, internal ones (visibility = "internal", Knative's
+	// cluster-local) only there, and public services at their public host too. The public
+	// listener answers 404 for an internal service, as for an unknown host.
+	InternalAddr string
+	// InternalDomain is the internal listener's domain (default "internal"); it must
+	// differ from Domain.
+	InternalDomain string
 }
 
 const (
 	defaultPublicAddr        = ":8080"
 	defaultAdminAddr         = "127.0.0.1:9090"
 	defaultDomain            = "localhost"
+	defaultInternalDomain    = "internal"
 	defaultActivationTimeout = 60 * time.Second
 	defaultMaxHeld           = 1000
 	defaultDrainTimeout      = 30 * time.Second
@@ -130,6 +141,13 @@ func (c Config) withDefaults() (Config, error) {
 	c.Domain = strings.ToLower(strings.Trim(c.Domain, "."))
 	if c.Domain == "" {
 		c.Domain = defaultDomain
+	}
+	c.InternalDomain = strings.ToLower(strings.Trim(c.InternalDomain, "."))
+	if c.InternalDomain == "" {
+		c.InternalDomain = defaultInternalDomain
+	}
+	if c.InternalAddr != "" && c.InternalDomain == c.Domain {
+		return c, fmt.Errorf("gateway: the internal domain %q must differ from the public domain", c.InternalDomain)
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

@@ -54,6 +54,9 @@ type conn struct {
 	// redirect: a connection of the redirect listener, whose every request gets a 308 to
 	// https.
 	redirect bool
+	// internal: a connection of the internal listener, which serves internal services
+	// and the internal domain (route.go).
+	internal bool
 	served   bool // a request was read on it
 	req      http1.Request
 	resp     http1.Response
@@ -70,8 +73,9 @@ type conns struct {
 	done chan struct{} // closed when the last connection left after drain began
 }
 
-// serve is the accept loop of the public listener (over TLS when tc is set) or, with
-// redirect, of the plain-HTTP listener that sends every request to https. Both read
+// serve is the accept loop of the public listener (over TLS when tc is set), of the
+// internal listener (ln is g.intLn: its connections are marked internal) or, with
+// redirect, of the plain-HTTP listener that sends every request to https. All read
 // requests with the same code; the TLS handshake runs in the connection's goroutine, on
 // its first read, under its read deadline.
 func (g *Gateway) serve(ln net.Listener, tc *tls.Config, redirect bool) error {
@@ -95,7 +99,7 @@ func (g *Gateway) serve(ln net.Listener, tc *tls.Config, redirect bool) error {
 			c.Close()
 			continue
 		}
-		cc := &conn{g: g, c: c, proto: "http", redirect: redirect}
+		cc := &conn{g: g, c: c, proto: "http", redirect: redirect, internal: g.intLn != nil && ln == g.intLn}
 		if tc != nil {
 			cc.c, cc.proto = tls.Server(c, tc), "https"
 		}

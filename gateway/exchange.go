@@ -48,7 +48,7 @@ func (c *conn) exchange(headLen int) bool {
 	if req.H2C && c.proto == "http" && !g.cfg.NoH2CUpgrade && c.upgradeH2C(headLen) {
 		return false // served as HTTP/2 until it closed
 	}
-	rev, f := g.route(req.Host)
+	rev, f := c.route()
 	if f != nil {
 		return c.fail(nil, start, 0, *f)
 	}
@@ -102,6 +102,7 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 	out = append(out, c.buf[body.start:body.start+body.buffered]...)
 	c.out = out
 	replayable := body.complete()
+	lim := newLimits(rev, deadline)
 
 	for stale := 0; ; {
 		var uc *upstream.Conn
@@ -123,6 +124,9 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 		var rhead []byte
 		var err error
 		if werr == nil {
+			if lim.on() {
+				lim.awaitHead(uc, g.clk.Now())
+			}
 			rhead, err = uc.ReadHead(req.Method, &c.resp)
 		} else {
 			err = werr
@@ -131,19 +135,20 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 			if c.resp.Status == 101 {
 				err = http1.ErrUpstream // we did not ask for an upgrade
 			} else {
-				return c.relay(rev, in, uc, rhead, &body, start, cold)
+				return c.relay(rev, in, uc, rhead, &body, start, cold, &lim)
 			}
 		}
 		uc.Close()
 		// A kept-alive connection the instance closed as the request went out: nothing
 		// of it was answered. Sent again on a new connection when that cannot run it
 		// twice (its body is all here, and it is idempotent or never reached the instance).
-		if uc.Reused && uc.Got == 0 && replayable && stale < maxStaleRetries && (idempotent(req.Method) || werr != nil) && !errors.Is(err, http1.ErrUpstream) {
+		// Not after a timeout: the instance may be running it.
+		if uc.Reused && uc.Got == 0 && replayable && stale < maxStaleRetries && (idempotent(req.Method) || werr != nil) && !errors.Is(err, http1.ErrUpstream) && !isTimeout(err) {
 			stale++
 			continue
 		}
 		rev.pool.Release(in)
-		return c.fail(rev, start, cold, upstreamFailure(rev, err))
+		return c.fail(rev, start, cold, lim.failure(err))
 	}
 }
 
@@ -185,8 +190,8 @@ func upstreamFailure(rev *revision, err error) failure {
 
 // relay writes the instance's response to the client: the head without hop-by-hop
 // headers, then the body as it arrives, unchanged (or without the chunked coding for an
-// HTTP/1.0 client). It owns in's slot and uc.
-func (c *conn) relay(rev *revision, in *balance.Instance[*backend], uc *upstream.Conn, rhead []byte, body *reqBody, start time.Time, cold time.Duration) bool {
+// HTTP/1.0 client). It owns in's slot and uc. lim bounds the body's pauses.
+func (c *conn) relay(rev *revision, in *balance.Instance[*backend], uc *upstream.Conn, rhead []byte, body *reqBody, start time.Time, cold time.Duration, lim *limits) bool {
 	g, req, resp := c.g, &c.req, &c.resp
 	uc.R += resp.HeadLen
 	closeClient := req.Close || g.draining.Load() || resp.Body == http1.UntilClose || !body.complete()
@@ -201,7 +206,10 @@ func (c *conn) relay(rev *revision, in *balance.Instance[*backend], uc *upstream
 		extra = append(extra, coldStartLine(cs[:0], cold))
 	}
 	out := http1.AppendResponseHead(c.out[:0], rhead, resp, closeClient, req.Minor == 0 && !closeClient && req.KeepAlive10, extra...)
-	bytesOut, werr, complete := c.relayBody(uc, out, dechunk)
+	if lim.on() {
+		lim.headRead(uc, g.clk.Now())
+	}
+	bytesOut, werr, complete := c.relayBody(uc, out, dechunk, lim)
 	end := g.clk.Now()
 	if complete && !resp.Close {
 		in.Backend.pool.Put(uc, end)
@@ -219,8 +227,8 @@ func (c *conn) relay(rev *revision, in *balance.Instance[*backend], uc *upstream
 
 // relayBody writes out (the head) with the body bytes already read, then the rest as it
 // arrives. complete: the body ended where its framing said and nothing followed it (the
-// connection can be kept).
-func (c *conn) relayBody(uc *upstream.Conn, out []byte, dechunk bool) (n int64, werr error, complete bool) {
+// connection can be kept). A read cut off by a timeout returns a timeoutCut as werr.
+func (c *conn) relayBody(uc *upstream.Conn, out []byte, dechunk bool, lim *limits) (n int64, werr error, complete bool) {
 	fr := &c.framer
 	fr.Reset(&c.resp, dechunk)
 	// The head and the body bytes read with it go out in one write.
@@ -240,6 +248,9 @@ func (c *conn) relayBody(uc *upstream.Conn, out []byte, dechunk bool) (n int64, 
 	}
 	for err == nil && !fin {
 		uc.R, uc.W = 0, 0
+		if lim.idle > 0 {
+			lim.beforeRead(uc, c.g.clk.Now())
+		}
 		m, rerr := uc.Conn.Read(uc.Buf)
 		uc.W = m
 		if m > 0 {
@@ -261,6 +272,9 @@ func (c *conn) relayBody(uc *upstream.Conn, out []byte, dechunk bool) (n int64, 
 		if rerr != nil && err == nil && !fin {
 			if rerr == io.EOF && c.resp.Body == http1.UntilClose {
 				return n, nil, false
+			}
+			if cut := lim.cutErr(rerr); cut != nil {
+				rerr = cut
 			}
 			return n, rerr, false // the client sees a cut-off body, then a close
 		}

@@ -37,6 +37,7 @@ type Gateway struct {
 
 	pubLn, admLn net.Listener
 	redirLn      net.Listener // plain HTTP answering 308 to https (nil: none)
+	intLn        net.Listener // the internal listener (nil: none)
 	httpsPort    string       // ":<public port>" in the redirect's Location, "" for 443
 	admin        *fasthttp.Server
 
@@ -111,6 +112,12 @@ func New(cfg Config) (*Gateway, error) {
 			g.httpsPort = ":" + port
 		}
 	}
+	if cfg.InternalAddr != "" {
+		if g.intLn, err = net.Listen("tcp", cfg.InternalAddr); err != nil {
+			g.closeListeners()
+			return nil, fmt.Errorf("gateway: internal listener: %w", err)
+		}
+	}
 	g.id = cfg.ID
 	if g.id == "" {
 		g.id = defaultID(g.pubLn.Addr())
@@ -136,7 +143,7 @@ func New(cfg Config) (*Gateway, error) {
 }
 
 func (g *Gateway) closeListeners() {
-	for _, ln := range []net.Listener{g.pubLn, g.admLn, g.redirLn} {
+	for _, ln := range []net.Listener{g.pubLn, g.admLn, g.redirLn, g.intLn} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -149,6 +156,14 @@ func (g *Gateway) RedirectAddr() string {
 		return ""
 	}
 	return g.redirLn.Addr().String()
+}
+
+// InternalAddr is the bound internal listener's address ("" without one).
+func (g *Gateway) InternalAddr() string {
+	if g.intLn == nil {
+		return ""
+	}
+	return g.intLn.Addr().String()
 }
 
 // PublicAddr is the bound public address.
@@ -192,13 +207,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() { defer bg.Done(); g.peers.Run(watchCtx) }()
 	}
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- g.admin.Serve(g.admLn) }()
 	go func() { errc <- g.serve(g.pubLn, g.cfg.TLS, false) }()
 	if g.redirLn != nil {
 		go func() { errc <- g.serve(g.redirLn, nil, true) }()
 	}
-	g.log.Info("gateway serving", zap.String("id", g.id), zap.String("public", g.PublicAddr()), zap.String("admin", g.AdminAddr()), zap.String("domain", g.cfg.Domain))
+	if g.intLn != nil {
+		go func() { errc <- g.serve(g.intLn, nil, false) }() // plain HTTP: its conns know it by ln
+	}
+	g.log.Info("gateway serving", zap.String("id", g.id), zap.String("public", g.PublicAddr()), zap.String("admin", g.AdminAddr()), zap.String("domain", g.cfg.Domain),
+		zap.String("internal", g.InternalAddr()))
 	if g.cfg.Register {
 		var sent uint64
 		idx := g.routesIdx.Load()
@@ -237,6 +256,9 @@ func (g *Gateway) drain() {
 	g.pubLn.Close()
 	if g.redirLn != nil {
 		g.redirLn.Close()
+	}
+	if g.intLn != nil {
+		g.intLn.Close()
 	}
 	connsDone := g.conns.drain(false)
 	g.drainH2(ctx)
@@ -309,7 +331,11 @@ func (g *Gateway) applyKV() {
 	if st == nil || eps == nil {
 		return
 	}
-	tbl := table.Build(st.Snapshot, g.cfg.Domain)
+	internalDomain := "" // no internal listener: no internal hosts to build
+	if g.intLn != nil {
+		internalDomain = g.cfg.InternalDomain
+	}
+	tbl := table.Build(st.Snapshot, g.cfg.Domain, internalDomain)
 	now := g.clk.Now()
 	next := &routing{tbl: tbl, revs: make([]*revision, len(tbl.Revisions()))}
 	keep := make(map[string]*revision, len(tbl.Revisions()))

@@ -79,6 +79,9 @@ func (c *conn) toH2C(rev *revision, start time.Time, headLen int) bool {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
+	ctx, wd := newWatchdog(ctx, g, rev, length != 0 && !inBuffer)
+	defer wd.stop()
+	body.wd = wd
 	resp, in, cold, f := g.roundTripH2C(ctx, rev, in, cold, start, deadline, func(addr string) *http.Request {
 		out := *u
 		out.Scheme, out.Host = "http", addr
@@ -96,6 +99,11 @@ func (c *conn) toH2C(rev *revision, start time.Time, headLen int) bool {
 		return c.fail(rev, start, cold, *f) && inBuffer
 	}
 	defer resp.Body.Close()
+	wd.headers()
+	var rb io.Reader = resp.Body
+	if wd != nil && wd.idle > 0 {
+		rb = touchReader{resp.Body, wd}
+	}
 
 	noBody := string(req.Method) == "HEAD" || resp.StatusCode < 200 || resp.StatusCode == 204 || resp.StatusCode == 304
 	chunked := !noBody && (resp.ContentLength < 0 || len(resp.Trailer) > 0) && req.Minor == 1
@@ -141,7 +149,7 @@ func (c *conn) toH2C(rev *revision, start time.Time, headLen int) bool {
 		if chunked {
 			w = &chunkWriter{c: c}
 		}
-		n, werr, rerr = copyFlush(w, resp.Body, true, g)
+		n, werr, rerr = copyFlush(w, rb, true, g)
 		if werr == nil && rerr == nil && chunked {
 			t := append(c.out[:0], "0\r\n"...)
 			for k, vs := range resp.Trailer {
@@ -160,7 +168,11 @@ func (c *conn) toH2C(rev *revision, start time.Time, headLen int) bool {
 	c.idleAt = end
 	d := end.Sub(start)
 	rev.count(resp.StatusCode, d)
-	g.logAccess(req, c.remote, rev, in, resp.StatusCode, n, d, cold, werr)
+	logged := werr
+	if rerr != nil && werr == nil {
+		logged = cutByContext(ctx, deadline, g)
+	}
+	g.logAccess(req, c.remote, rev, in, resp.StatusCode, n, d, cold, logged)
 	if werr != nil || rerr != nil || closeClient {
 		return false
 	}
@@ -203,12 +215,19 @@ type h1Body struct {
 	scratch []byte
 	data    int64
 	read    bool
-	err     error // a client-side failure, for the answer
+	err     error     // a client-side failure, for the answer
+	wd      *watchdog // nil: none
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
 	b.read = true
 	n, err := b.next(p)
+	if n > 0 {
+		b.wd.touch()
+	}
+	if err == io.EOF {
+		b.wd.bodyEnd()
+	}
 	if err != nil && err != io.EOF {
 		b.err = err
 	}

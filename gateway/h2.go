@@ -92,6 +92,8 @@ type h2Stream struct {
 	ip     []byte
 	proto  string
 	remote *connAddr
+	// internal: the connection came in on the internal listener (route.go).
+	internal bool
 }
 
 // serveH2 runs the connection as HTTP/2 until it closes: pre are bytes already read
@@ -105,7 +107,7 @@ func (c *conn) serveH2(pre []byte, upgrade *http.Request, settings []byte) {
 	}
 	g.putBuffers(c)
 	_ = c.c.SetDeadline(time.Time{}) // the HTTP/2 server keeps its own timers
-	h := &h2Stream{g: g, ip: c.ip, proto: c.proto, remote: c.remote}
+	h := &h2Stream{g: g, ip: c.ip, proto: c.proto, remote: c.remote, internal: c.internal}
 	g.metrics.h2Conns.Inc()
 	// ServeConn, not net/http's Serve: only it takes the request an Upgrade: h2c carried
 	// (ServeConnOpts.UpgradeRequest), and a connection whose first bytes were read.
@@ -200,7 +202,7 @@ func (h *h2Stream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(nil, 0, failure{http1.ErrBadHost, ""})
 		return
 	}
-	rev, f := g.route([]byte(r.Host))
+	rev, f := h.route(r)
 	if f != nil {
 		s.fail(nil, 0, *f)
 		return

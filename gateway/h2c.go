@@ -48,11 +48,18 @@ type bodyWatch struct {
 	read  atomic.Bool
 	total int64
 	max   int64
+	wd    *watchdog // nil: none
 }
 
 func (b *bodyWatch) Read(p []byte) (int, error) {
 	b.read.Store(true)
 	n, err := b.rc.Read(p)
+	if n > 0 {
+		b.wd.touch()
+	}
+	if err == io.EOF {
+		b.wd.bodyEnd()
+	}
 	if b.total += int64(n); b.max > 0 && b.total > b.max {
 		return n, http1.ErrBodyTooLarge
 	}
@@ -136,6 +143,11 @@ func (s *stream) toH2C(rev *revision, in *balance.Instance[*backend], cold time.
 	}
 	ctx, cancel := context.WithDeadline(r.Context(), s.deadline)
 	defer cancel()
+	ctx, wd := newWatchdog(ctx, g, rev, watch != nil)
+	defer wd.stop()
+	if watch != nil {
+		watch.wd = wd // the client's bytes of a streaming call are activity too
+	}
 	hdr := make(http.Header, len(r.Header)+3)
 	copyFields(hdr, r.Header)
 	resp, in, cold, f := g.roundTripH2C(ctx, rev, in, cold, s.start, s.deadline, func(addr string) *http.Request {
@@ -152,6 +164,11 @@ func (s *stream) toH2C(rev *revision, in *balance.Instance[*backend], cold time.
 		return
 	}
 	defer resp.Body.Close()
+	wd.headers()
+	var rb io.Reader = resp.Body
+	if wd != nil && wd.idle > 0 {
+		rb = touchReader{resp.Body, wd}
+	}
 	w := s.w
 	dst := w.Header()
 	for k, vs := range resp.Header {
@@ -166,7 +183,7 @@ func (s *stream) toH2C(rev *revision, in *balance.Instance[*backend], cold time.
 		dst.Set(ColdStartHeader, strconv.FormatInt(cold.Milliseconds(), 10)+"ms")
 	}
 	w.WriteHeader(resp.StatusCode)
-	n, werr, rerr := copyFlush(s.writer(), resp.Body, resp.ContentLength < 0, g)
+	n, werr, rerr := copyFlush(s.writer(), rb, resp.ContentLength < 0, g)
 	for k, vs := range resp.Trailer {
 		dst[http.TrailerPrefix+k] = vs
 	}
@@ -174,7 +191,11 @@ func (s *stream) toH2C(rev *revision, in *balance.Instance[*backend], cold time.
 	end := g.clk.Now()
 	d := end.Sub(s.start)
 	rev.count(resp.StatusCode, d)
-	g.logAccess2(r, s.h.remote, rev, in, resp.StatusCode, n, d, cold, werr)
+	logged := werr
+	if rerr != nil && werr == nil {
+		logged = cutByContext(ctx, s.deadline, g)
+	}
+	g.logAccess2(r, s.h.remote, rev, in, resp.StatusCode, n, d, cold, logged)
 	if rerr != nil && werr == nil {
 		panic(http.ErrAbortHandler) // the instance broke off: reset, not a clean end
 	}
@@ -192,9 +213,11 @@ func (g *Gateway) roundTripH2C(ctx context.Context, rev *revision, in *balance.I
 		}
 		rev.pool.Release(in)
 		var f failure
-		switch {
+		switch reason := watchdogReason(ctx); {
 		case errors.Is(err, http1.ErrBodyTooLarge):
 			f = failure{http1.ErrBodyTooLarge, ""}
+		case reason != "":
+			f = timeoutFailure(rev, reason)
 		case errors.Is(ctx.Err(), context.DeadlineExceeded) || isTimeout(err) || !g.clk.Now().Before(deadline.Add(-deadlineNear)):
 			// At the deadline the instance, told the time left in grpc-timeout, may
 			// give up a moment before the gateway does (a gRPC server resets the stream):
@@ -215,6 +238,18 @@ func (g *Gateway) roundTripH2C(ctx context.Context, rev *revision, in *balance.I
 			return nil, nil, cold, af
 		}
 	}
+}
+
+// cutByContext is the error to log for an h2c response whose body broke off: the
+// timeout that ended it, if one did, else nil.
+func cutByContext(ctx context.Context, deadline time.Time, g *Gateway) error {
+	if reason := watchdogReason(ctx); reason != "" {
+		return timeoutCut(reason)
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || !g.clk.Now().Before(deadline.Add(-deadlineNear)) {
+		return timeoutCut(reasonTimeout)
+	}
+	return nil
 }
 
 // deadlineNear: a failure this close to the request's deadline is taken for the deadline.

@@ -36,6 +36,9 @@ func (g *Gateway) register(ctx context.Context, routesIndex uint64) error {
 			DeregisterCriticalServiceAfter: "1m",
 		},
 	}
+	if a := g.InternalAddr(); a != "" { // control warns when no gateway serves internal services
+		reg.Meta[MetaInternal], reg.Meta["internal_domain"] = a, g.cfg.InternalDomain
+	}
 	if err := g.cfg.Consul.Agent().ServiceRegisterOpts(reg, consulapi.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
 		return err
 	}

@@ -68,6 +68,7 @@ func (s *stream) toH1(rev *revision, in *balance.Instance[*backend], cold time.D
 	b.out = out
 	method := []byte(r.Method)
 	gone := r.Context().Done()
+	lim := newLimits(rev, s.deadline)
 	for stale := 0; ; {
 		var uc *upstream.Conn
 		var wait time.Duration
@@ -90,6 +91,9 @@ func (s *stream) toH1(rev *revision, in *balance.Instance[*backend], cold time.D
 		}
 		var rhead []byte
 		if werr == nil {
+			if lim.on() {
+				lim.awaitHead(uc, g.clk.Now())
+			}
 			rhead, err = uc.ReadHead(method, &b.resp)
 		} else {
 			err = werr
@@ -98,18 +102,18 @@ func (s *stream) toH1(rev *revision, in *balance.Instance[*backend], cold time.D
 			if b.resp.Status == 101 {
 				err = http1.ErrUpstream // we did not ask for an upgrade
 			} else {
-				s.relayH1(rev, in, uc, rhead, b, cold)
+				s.relayH1(rev, in, uc, rhead, b, cold, &lim)
 				return
 			}
 		}
 		uc.Close()
 		// The same replay rule as for HTTP/1.1 (forward).
-		if uc.Reused && uc.Got == 0 && s.buffered && stale < maxStaleRetries && (idempotent(method) || werr != nil) && !errors.Is(err, http1.ErrUpstream) {
+		if uc.Reused && uc.Got == 0 && s.buffered && stale < maxStaleRetries && (idempotent(method) || werr != nil) && !errors.Is(err, http1.ErrUpstream) && !isTimeout(err) {
 			stale++
 			continue
 		}
 		rev.pool.Release(in)
-		s.fail(rev, cold, upstreamFailure(rev, err))
+		s.fail(rev, cold, lim.failure(err))
 		return
 	}
 }
@@ -164,10 +168,13 @@ func (s *stream) sendBody(uc *upstream.Conn, b *h2bufs, chunked bool) error {
 
 // relayH1 writes an HTTP/1.1 instance's response as the stream's: its fields without
 // hop-by-hop and framing ones, then the body's data as it arrives, flushed as it comes
-// when the response streams.
-func (s *stream) relayH1(rev *revision, in *balance.Instance[*backend], uc *upstream.Conn, rhead []byte, b *h2bufs, cold time.Duration) {
+// when the response streams. lim bounds the body's pauses.
+func (s *stream) relayH1(rev *revision, in *balance.Instance[*backend], uc *upstream.Conn, rhead []byte, b *h2bufs, cold time.Duration, lim *limits) {
 	g := s.h.g
 	resp := &b.resp
+	if lim.on() {
+		lim.headRead(uc, g.clk.Now())
+	}
 	uc.R += resp.HeadLen
 	if resp.Body == http1.Chunked {
 		resp.Dechunk()
@@ -214,6 +221,9 @@ func (s *stream) relayH1(rev *revision, in *balance.Instance[*backend], uc *upst
 	uc.R += used
 	for err == nil && !fin && werr == nil {
 		uc.R, uc.W = 0, 0
+		if lim.idle > 0 {
+			lim.beforeRead(uc, g.clk.Now())
+		}
 		m, rerr := uc.Conn.Read(uc.Buf)
 		uc.W = m
 		if m > 0 {
@@ -240,7 +250,11 @@ func (s *stream) relayH1(rev *revision, in *balance.Instance[*backend], uc *upst
 	rev.pool.Release(in)
 	d := end.Sub(s.start)
 	rev.count(resp.Status, d)
-	g.logAccess2(s.r, s.h.remote, rev, in, resp.Status, n, d, cold, werr)
+	logged := werr
+	if cut := lim.cutErr(err); cut != nil && werr == nil {
+		logged = cut
+	}
+	g.logAccess2(s.r, s.h.remote, rev, in, resp.Status, n, d, cold, logged)
 	if err != nil && werr == nil {
 		// The instance broke off its body (or its framing): the client must not take a
 		// cut-off body for a whole one, so the stream is reset rather than ended.

@@ -43,18 +43,22 @@ func (c *conn) tunnel(rev *revision, start time.Time, headLen int) bool {
 	out = append(out, c.buf[body.start:body.start+body.buffered]...)
 	c.out = out
 	up.SetDeadline(deadline, rev.timeout())
+	lim := newLimits(rev, deadline)
 	var rhead []byte
 	if _, err = up.Write(out); err == nil {
+		if lim.on() {
+			lim.awaitHead(up, g.clk.Now())
+		}
 		rhead, err = up.ReadHead(req.Method, &c.resp)
 	}
 	if err != nil {
 		up.Close()
 		rev.pool.Release(in)
-		return c.fail(rev, start, cold, upstreamFailure(rev, err))
+		return c.fail(rev, start, cold, lim.failure(err))
 	}
 	if c.resp.Status != 101 {
 		req.Close = true
-		c.relay(rev, in, up, rhead, &body, start, cold)
+		c.relay(rev, in, up, rhead, &body, start, cold, &lim)
 		return false
 	}
 
@@ -70,7 +74,10 @@ func (c *conn) tunnel(rev *revision, start time.Time, headLen int) bool {
 		_, werr = up.Write(c.buf[c.r:c.w]) // the client's first bytes of the new protocol
 	}
 	if werr == nil {
-		n = c.pipe(up.Conn)
+		var idled bool
+		if n, idled = c.pipe(up.Conn, lim.idle); idled {
+			werr = timeoutCut(reasonIdle) // logged as the reason it closed
+		}
 	}
 	up.Close()
 	rev.pool.Release(in)
@@ -81,12 +88,17 @@ func (c *conn) tunnel(rev *revision, start time.Time, headLen int) bool {
 }
 
 // pipe copies bytes both ways between the client and up until one side closes (the
-// other gets a half-close and 5 s to finish) or neither sends for IdleTimeout. It
-// returns the bytes sent to the client.
-func (c *conn) pipe(up net.Conn) int64 {
+// other gets a half-close and 5 s to finish) or neither sends for IdleTimeout, or for
+// the revision's idle_timeout (revIdle, 0 = none) when that is shorter. It returns the
+// bytes sent to the client, and whether idleness ended the tunnel.
+func (c *conn) pipe(up net.Conn, revIdle time.Duration) (int64, bool) {
 	g := c.g
 	idle := g.cfg.IdleTimeout
+	if revIdle > 0 && revIdle < idle {
+		idle = revIdle
+	}
 	var last atomic.Int64 // unix nanos of the last byte either way
+	var idled atomic.Bool // one way found both idle: the tunnel ends
 	last.Store(g.clk.Now().UnixNano())
 	// copyIdle copies until EOF, an error, or an idle timeout with the other way idle too.
 	copyIdle := func(dst, src net.Conn) int64 {
@@ -104,8 +116,13 @@ func (c *conn) pipe(up net.Conn) int64 {
 				n += int64(m)
 			}
 			if err != nil {
-				if isTimeout(err) && g.clk.Now().Sub(time.Unix(0, last.Load())) < idle && !g.draining.Load() {
+				if isTimeout(err) && g.clk.Now().Sub(time.Unix(0, last.Load())) < idle && !g.draining.Load() && !idled.Load() {
 					continue // this way is idle, the other is not
+				}
+				if isTimeout(err) && !idled.Swap(true) {
+					// Both ways idle: the other way's read, armed up to idle ago, ends now
+					// rather than at its own deadline.
+					_ = dst.SetReadDeadline(g.clk.Now())
 				}
 				return n
 			}
@@ -124,7 +141,7 @@ func (c *conn) pipe(up net.Conn) int64 {
 	t := time.AfterFunc(5*time.Second, func() { c.c.Close(); up.Close() })
 	wg.Wait()
 	t.Stop()
-	return n
+	return n, idled.Load()
 }
 
 func closeWrite(c net.Conn) {

@@ -191,7 +191,9 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 	group := job.TaskGroups[0]
 	compileTemplates(s, group.Tasks[0])
 	compileVolumes(s, group, group.Tasks[0])
-	compileSidecars(s, group)
+	if err := compileSidecars(s, group); err != nil {
+		return nil, revmeta.Config{}, err
+	}
 	return job, cfg, nil
 }
 
@@ -258,6 +260,8 @@ func check(s *Spec, gen int) error {
 	if err := s.Autoscaling.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, checkTemplates(s)...) // templates.go
+	errs = append(errs, checkVolumes(s)...)   // volumes.go
 	return errors.Join(errs...)
 }
 

@@ -379,12 +379,21 @@ func (d *decoder) autoscaling(as body) {
 		x.TargetBurstCapacity < 0 && x.TargetBurstCapacity != -1 {
 		as.invalid("target_burst_capacity", "target_burst_capacity must be -1 (unlimited) or at least 0, not %g.", x.TargetBurstCapacity)
 	}
+	as.duration("scale_down_delay", &x.ScaleDownDelay, 0, revmeta.MaxScaleDownDelay)
+	as.int("activation_scale", &x.ActivationScale, 0, revmeta.MaxCount)
+	if x.ActivationScale == 1 {
+		// One is what a wake starts anyway: keep it out of the template hash and job meta.
+		x.ActivationScale = 0
+	}
 
 	if x.Max > 0 && x.Min > x.Max {
 		d.errorf(as.rng("min"), "Invalid autoscaling bounds", "min (%d) is greater than max (%d).", x.Min, x.Max)
 	}
 	if x.Max > 0 && x.Initial > x.Max {
 		d.errorf(as.rng("initial"), "Invalid autoscaling bounds", "initial (%d) is greater than max (%d).", x.Initial, x.Max)
+	}
+	if x.Max > 0 && x.ActivationScale > x.Max {
+		d.errorf(as.rng("activation_scale"), "Invalid autoscaling bounds", "activation_scale (%d) is greater than max (%d).", x.ActivationScale, x.Max)
 	}
 
 	// Knative: the concurrency target defaults to the hard limit when there is one, and

@@ -73,6 +73,9 @@ request.`,
 			}
 			if noResolve {
 				spec.ResolveImage = false
+				for i := range spec.Sidecars {
+					spec.Sidecars[i].ResolveImage = false
+				}
 			}
 			c, err := o.client()
 			if err != nil {
@@ -95,10 +98,14 @@ request.`,
 			var ie *control.ImageError
 			if errors.As(err, &ie) {
 				// Point at the image in the spec, as any other error in it.
+				at := "image"
+				if ie.Sidecar != "" {
+					at = "sidecar." + ie.Sidecar + ".image"
+				}
 				return printDiags(o, parsed, hcl.Diagnostics{{
 					Severity: hcl.DiagError, Summary: "Cannot resolve image",
 					Detail:  ie.Error() + ". Nothing was registered; the route is unchanged.",
-					Subject: spec.RangeOf("image").Ptr(),
+					Subject: spec.RangeOf(at).Ptr(),
 				}})
 			}
 			if err != nil {

@@ -92,6 +92,10 @@ http://<tag>-<service>.<namespace>.<domain>). It reads routes from Consul KV and
 Consul health with blocking queries, holds requests for revisions scaled to zero while they
 wake, and serves gauges and Prometheus metrics on its admin listener. SIGTERM drains.
 
+With --internal-listen (an address on the cluster network) it also serves every service at
+http://<service>.<namespace>.<internal-domain> there, and services with visibility =
+"internal" only there: the public listener answers 404 for them, as for an unknown host.
+
 It needs Consul only (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN with key:read on rouse/ and
 service:read; service:write for --register).`,
 		Example: `  rouse gateway --listen :80 --domain example.com
@@ -108,6 +112,7 @@ service:read; service:write for --register).`,
 				return err
 			}
 			cfg.Consul, cfg.Domain, cfg.Logger = cc, o.Domain, log.Named("gateway")
+			cfg.InternalDomain = o.InternalDomain
 			cfg.AccessLog = zap.NewNop()
 			if accessLog {
 				var stop func()
@@ -138,6 +143,9 @@ service:read; service:write for --register).`,
 				return err
 			}
 			fmt.Fprintf(o.Stderr, "rouse gateway: serving %s://*.%s on %s, admin on http://%s\n", scheme, o.Domain, g.PublicAddr(), g.AdminAddr())
+			if a := g.InternalAddr(); a != "" {
+				fmt.Fprintf(o.Stderr, "rouse gateway: serving http://*.%s (and internal services) on %s\n", o.InternalDomain, a)
+			}
 			if a := g.RedirectAddr(); a != "" {
 				fmt.Fprintf(o.Stderr, "rouse gateway: redirecting http:// on %s to https (308)\n", a)
 			}
@@ -146,6 +154,7 @@ service:read; service:write for --register).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.PublicAddr, "listen", envOr(o.Getenv, "ROUSE_GATEWAY_LISTEN", ":8080"), "public listener (env ROUSE_GATEWAY_LISTEN)")
+	f.StringVar(&cfg.InternalAddr, "internal-listen", envOr(o.Getenv, "ROUSE_GATEWAY_INTERNAL_LISTEN", ""), "internal listener, for the cluster network: plain HTTP, every service under --internal-domain, internal services only here (default none; env ROUSE_GATEWAY_INTERNAL_LISTEN)")
 	f.StringVar(&cfg.AdminAddr, "admin-listen", envOr(o.Getenv, "ROUSE_GATEWAY_ADMIN", "127.0.0.1:9090"), "admin listener: gauges for the scaler, /metrics, /routes (env ROUSE_GATEWAY_ADMIN)")
 	f.StringVar(&cfg.ID, "id", "", "name of this gateway in gauges and Consul (default <hostname>-<port>)")
 	f.BoolVar(&cfg.Register, "register", true, `register in Consul as "rouse-gateway" so scalers find this gateway`)

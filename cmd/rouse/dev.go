@@ -31,9 +31,11 @@ type devOptions struct {
 	listen       string
 	adminListen  string
 	scalerListen string
-	examples     []string
-	vars         []string
-	tls          bool
+	// internalListen is the gateway's internal listener (a free loopback port by default).
+	internalListen string
+	examples       []string
+	vars           []string
+	tls            bool
 }
 
 // newDevCmd runs the whole platform on this machine: Consul and Nomad dev agents, the
@@ -60,6 +62,7 @@ every job so no instance is left behind, and stops the agents.`,
 	f.StringVar(&d.listen, "listen", "127.0.0.1:8080", "gateway public listener")
 	f.StringVar(&d.adminListen, "admin-listen", "127.0.0.1:9090", "gateway admin listener (/gauges, /metrics)")
 	f.StringVar(&d.scalerListen, "scaler-listen", "127.0.0.1:9091", "scaler admin listener (/metrics)")
+	f.StringVar(&d.internalListen, "internal-listen", "127.0.0.1:0", "gateway internal listener: every service under --internal-domain, internal services only there (default a free loopback port, printed)")
 	f.StringArrayVarP(&d.examples, "file", "f", nil, "service spec (file or folder) to apply once the platform is up; repeatable")
 	f.StringArrayVar(&d.vars, "var", nil, "variable for the specs, name=value; repeatable")
 	f.BoolVar(&d.tls, "tls", false, "serve the gateway over TLS (HTTP/2 and HTTP/1.1) with a certificate made for *.<namespace>.<domain>, signed by a CA of its own in <dir>/tls/ca.crt")
@@ -108,6 +111,7 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 	fmt.Fprintf(o.Stdout, "rouse dev: gateway and scaler logs in %s\n", logPath)
 
 	gcfg := gateway.Config{PublicAddr: d.listen, AdminAddr: d.adminListen, Domain: o.Domain,
+		InternalAddr: d.internalListen, InternalDomain: o.InternalDomain,
 		Logger: logger.Named("gateway"), Register: true, ID: "dev"}
 	curlTLS, grpcTLS := "", "-plaintext"
 	if d.tls {
@@ -127,10 +131,12 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 	gw := devd.GatewayDaemon(gcfg, func(g *gateway.Gateway) { gwi = g })
 	sc := devd.ScalerDaemon(scaler.Config{Logger: logger.Named("scaler"), AdminAddr: d.scalerListen, ID: "dev"}, nil)
 	deploy := func(ctx context.Context, p devenv.Platform) ([]string, error) {
+		_, internalPort, _ := net.SplitHostPort(gwi.InternalAddr())
+		internalURLDomain := o.InternalDomain + ":" + internalPort
 		c := control.New(control.Config{Nomad: p.Nomad, Consul: p.Consul, NomadAddr: p.NomadAddr,
-			ConsulAddr: "http://" + p.ConsulAddr, Domain: urlDomain})
+			ConsulAddr: "http://" + p.ConsulAddr, Domain: urlDomain, InternalDomain: internalURLDomain})
 		// The CLI in the other terminal needs the dev domain (its port) to print working URLs.
-		hint := "export ROUSE_DOMAIN=" + urlDomain
+		hint := "export ROUSE_DOMAIN=" + urlDomain + " ROUSE_INTERNAL_DOMAIN=" + internalURLDomain
 		if exe, err := os.Executable(); err == nil {
 			hint += " PATH=" + filepath.Dir(exe) + ":$PATH"
 		}
@@ -147,10 +153,19 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 				return nil, err
 			}
 			host := spec.Name + "." + spec.Namespace + "." + o.Domain
+			internal := spec.Visibility == jobspec.VisibilityInternal
+			if internal {
+				host = spec.Name + "." + spec.Namespace + "." + o.InternalDomain
+			}
 			// "ready" must mean the curl line works: wait until the gateway's table has
 			// caught up with the route apply wrote.
-			if err := waitRouted(ctx, gwi, host, res.Route); err != nil {
+			if err := waitRouted(ctx, gwi, host, internal, res.Route); err != nil {
 				return nil, err
+			}
+			if internal { // only the internal listener serves it
+				hints = append(hints, fmt.Sprintf("curl -H 'Host: %s' http://%s/    # internal: not on the public listener", host, gwi.InternalAddr()),
+					"rouse logs "+spec.Name+" -f    # its output, as requests arrive")
+				continue
 			}
 			if spec.Protocol == revmeta.ProtocolH2C {
 				hints = append(hints, fmt.Sprintf("grpcurl %s -authority %s %s list    # gRPC over HTTP/2 (h2c to the instances)", grpcTLS, host, d.listen))
@@ -172,7 +187,7 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 }
 
 // waitRouted waits (bounded) until the gateway serves host with exactly the route's revisions.
-func waitRouted(ctx context.Context, g *gateway.Gateway, host string, want []store.RouteTarget) error {
+func waitRouted(ctx context.Context, g *gateway.Gateway, host string, internal bool, want []store.RouteTarget) error {
 	wanted := map[string]bool{}
 	for _, t := range want {
 		if t.Percent > 0 {
@@ -182,7 +197,11 @@ func waitRouted(ctx context.Context, g *gateway.Gateway, host string, want []sto
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		if r := g.Table().Lookup([]byte(host)); r != nil && len(r.Targets) == len(wanted) {
+		lookup := g.Table().Lookup
+		if internal {
+			lookup = g.Table().LookupInternal
+		}
+		if r := lookup([]byte(host)); r != nil && len(r.Targets) == len(wanted) {
 			ok := true
 			for _, t := range r.Targets {
 				ok = ok && wanted[t.Revision]

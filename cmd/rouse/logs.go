@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rouse-run/rouse/control"
+	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
 func newLogsCmd(o *rootOptions) *cobra.Command {
@@ -19,9 +20,14 @@ func newLogsCmd(o *rootOptions) *cobra.Command {
 revision with none running, of its newest instance: the one that failed or went to zero),
 each line prefixed with its revision and instance. With -f it keeps streaming new lines
 from all of them, and from each instance that starts meanwhile (scale-up, a wake from
-zero, a new revision), until Ctrl-C.`,
+zero, a new revision), until Ctrl-C.
+
+--task reads a sidecar's output instead of the main task's (the one that serves the port,
+"app"): the name of a sidecar "<name>" block of the spec. Revisions without that task are
+skipped; if none has it, the error lists the tasks each revision has.`,
 		Example: `  rouse logs hello
   rouse logs hello -f --revision hello-00002
+  rouse logs hello --task migrate
   rouse logs hello --stderr --tail 200 -o json`,
 		Args:              exactArgs("SERVICE"),
 		ValidArgsFunction: completeServices(o),
@@ -47,6 +53,7 @@ zero, a new revision), until Ctrl-C.`,
 	f.BoolVarP(&lo.Follow, "follow", "f", false, "keep streaming new lines until interrupted")
 	f.StringVar(&lo.Revision, "revision", "", "only this revision's instances")
 	f.BoolVar(&lo.Stderr, "stderr", false, "the instances' stderr instead of stdout")
+	f.StringVar(&lo.Task, "task", revmeta.Task, "the task to read: a sidecar's name, or the main task")
 	f.IntVar(&lo.Tail, "tail", 50, "lines per instance to start from")
 	out.register(cmd)
 	return cmd

@@ -88,6 +88,12 @@ func printDescribe(o *rootOptions, d *control.ServiceDetail) {
 	fmt.Fprintf(w, "Name:         %s\n", d.Name)
 	fmt.Fprintf(w, "Namespace:    %s\n", d.Namespace)
 	fmt.Fprintf(w, "URL:          %s\n", d.URL)
+	if d.Visibility != "" {
+		fmt.Fprintf(w, "Visibility:   %s (only on the gateways' internal listener)\n", d.Visibility)
+	}
+	if d.TagHeaderRouting {
+		fmt.Fprintf(w, "Tag header:   on (Rouse-Tag: <tag> on the URL picks the tag's revision)\n")
+	}
 	fmt.Fprintf(w, "Generation:   %d\n", d.Generation)
 	fmt.Fprintf(w, "Latest:       %s (created), %s (ready)\n", dash(d.Latest), dash(d.LatestReady))
 	fmt.Fprintf(w, "Updated:      %s ago\n", age(d.UpdatedAt, now))
@@ -113,12 +119,39 @@ func printDescribe(o *rootOptions, d *control.ServiceDetail) {
 
 	fmt.Fprintln(w, "\nRevisions:")
 	printRevisions(w, d.Revisions, now, "  ")
+	printScaleKnobs(w, d.Revisions)
 
 	fmt.Fprintln(w, "\nConditions:")
 	tw = table(w)
 	fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tMESSAGE")
 	for _, c := range d.Conditions {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.Type, c.Status, dash(c.Reason), c.Message)
+	}
+	_ = tw.Flush()
+}
+
+// printScaleKnobs lists the revisions that set scale_down_delay or activation_scale; nothing
+// when none does.
+func printScaleKnobs(w interface{ Write([]byte) (int, error) }, revs []control.RevisionInfo) {
+	var rows []string
+	for _, r := range revs {
+		if r.ScaleDownDelay == "" && r.ActivationScale == 0 {
+			continue
+		}
+		act := "-"
+		if r.ActivationScale > 0 {
+			act = fmt.Sprint(r.ActivationScale)
+		}
+		rows = append(rows, fmt.Sprintf("  %s\t%s\t%s\n", r.Name, dash(r.ScaleDownDelay), act))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nAutoscaling:")
+	tw := table(w)
+	fmt.Fprintln(tw, "  REVISION\tSCALE_DOWN_DELAY\tACTIVATION_SCALE")
+	for _, row := range rows {
+		fmt.Fprint(tw, row)
 	}
 	_ = tw.Flush()
 }

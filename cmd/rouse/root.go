@@ -34,6 +34,8 @@ type rootOptions struct {
 	NomadAddr  string
 	ConsulAddr string
 	Domain     string
+	// InternalDomain is the gateways' internal domain (internal services' URLs).
+	InternalDomain string
 }
 
 // usageError is a mistake on the command line: exit 2 with a pointer to --help.
@@ -78,6 +80,7 @@ NOMAD_NAMESPACE, CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN, or from the flags below
 	pf.StringVar(&o.NomadAddr, "nomad-addr", envOr(o.Getenv, "NOMAD_ADDR", "http://127.0.0.1:4646"), "Nomad HTTP API address (env NOMAD_ADDR)")
 	pf.StringVar(&o.ConsulAddr, "consul-addr", envOr(o.Getenv, "CONSUL_HTTP_ADDR", "127.0.0.1:8500"), "Consul HTTP API address (env CONSUL_HTTP_ADDR)")
 	pf.StringVar(&o.Domain, "domain", envOr(o.Getenv, "ROUSE_DOMAIN", "localhost"), "public domain of service URLs: http://<service>.<namespace>.<domain> (env ROUSE_DOMAIN)")
+	pf.StringVar(&o.InternalDomain, "internal-domain", envOr(o.Getenv, "ROUSE_INTERNAL_DOMAIN", "internal"), "internal domain, served on the gateways' internal listener: http://<service>.<namespace>.<internal-domain> (env ROUSE_INTERNAL_DOMAIN)")
 
 	root.AddGroup(&cobra.Group{ID: "deploy", Title: "Deploy and route:"}, &cobra.Group{ID: "read", Title: "Inspect:"},
 		&cobra.Group{ID: "run", Title: "Run the platform:"})
@@ -143,6 +146,7 @@ func (o *rootOptions) client() (*control.Client, error) {
 	return control.New(control.Config{
 		Nomad: nc, Consul: cc, NomadAddr: o.NomadAddr, ConsulAddr: consulAddr,
 		NomadToken: o.Getenv("NOMAD_TOKEN") != "", ConsulToken: o.Getenv("CONSUL_HTTP_TOKEN") != "", Domain: o.Domain,
+		InternalDomain: o.InternalDomain,
 	}), nil
 }
 

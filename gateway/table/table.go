@@ -6,6 +6,7 @@ package table
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -38,7 +39,37 @@ type Route struct {
 	Service   string
 	Tag       string   // set for a tag host (<tag>-<svc>.<ns>.<domain>)
 	Targets   []Target // only targets with a positive share
-	cum       []uint64 // cumulative percents, for Pick
+	// Internal: the host is served only on the gateway's internal listener (it is under
+	// the internal domain, or its service is internal).
+	Internal bool
+	cum      []uint64 // cumulative percents, for Pick
+	// tags, on a main host whose service has tag-header routing on, are its tags' routes
+	// (the tag hosts' of the same domain): nil otherwise, so the hot path checks a pointer.
+	tags map[string]*Route
+}
+
+// HeaderTags reports whether the route honours a Rouse-Tag header (its service has
+// tag_header_routing on and at least one tag).
+func (r *Route) HeaderTags() bool { return r.tags != nil }
+
+// ForTag is the route of the route's tag named by a Rouse-Tag header value (letter case
+// ignored), or r itself when the route has no such tag: an unknown tag gets the split.
+func (r *Route) ForTag(tag []byte) *Route {
+	if r.tags == nil || len(tag) == 0 || len(tag) > 63 {
+		return r
+	}
+	var buf [63]byte
+	b := buf[:len(tag)]
+	for i, c := range tag {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+	}
+	if t := r.tags[string(b)]; t != nil {
+		return t
+	}
+	return r
 }
 
 // Pick chooses a target for a uniformly random n; nil when the route has no positive
@@ -62,18 +93,27 @@ func (r *Route) Pick(n uint32) *Target {
 
 // Table is an immutable route table.
 type Table struct {
-	domain    string
-	hosts     map[string]*Route
-	revisions []Revision
-	problems  []string
+	domain, internalDomain string
+	hosts                  map[string]*Route // the public listener's
+	inner                  map[string]*Route // the internal listener's, besides hosts
+	revisions              []Revision
+	problems               []string
 }
 
-// Build makes the table for a snapshot of KV and the public domain. Inconsistencies (a
-// host claimed twice, a route to a revision without config) are reported by Problems and
-// resolved deterministically, so one bad record never takes every route down.
-func Build(snap store.Snapshot, domain string) *Table {
+// Build makes the table for a snapshot of KV, the public domain and the internal domain
+// ("" serves no internal host: internal services are then served nowhere). A public
+// service is served at <svc>.<ns>.<domain> on both listeners and at
+// <svc>.<ns>.<internalDomain> on the internal one; an internal service only at the
+// latter, on the internal listener. Inconsistencies (a host claimed twice, a route to a
+// revision without config) are reported by Problems and resolved deterministically, so
+// one bad record never takes every route down.
+func Build(snap store.Snapshot, domain, internalDomain string) *Table {
 	domain = strings.ToLower(strings.Trim(domain, "."))
-	t := &Table{domain: domain, hosts: map[string]*Route{}}
+	internalDomain = strings.ToLower(strings.Trim(internalDomain, "."))
+	if internalDomain == domain {
+		internalDomain = "" // one name cannot be both; the gateway's config refuses it
+	}
+	t := &Table{domain: domain, internalDomain: internalDomain, hosts: map[string]*Route{}, inner: map[string]*Route{}}
 	services := append([]*store.Service(nil), snap.Services...)
 	sort.Slice(services, func(i, j int) bool {
 		if services[i].Namespace != services[j].Namespace {
@@ -105,14 +145,29 @@ func Build(snap store.Snapshot, domain string) *Table {
 		return len(revs) - 1
 	}
 
-	var tagRoutes []*Route
+	var all []*Route // every route made, for finish and the index remap
+	type tagRoute struct {
+		m map[string]*Route
+		r *Route
+	}
+	var tagRoutes []tagRoute
 	for _, svc := range services {
 		ns, name := strings.ToLower(svc.Namespace), strings.ToLower(svc.Name)
 		if ns == "" || name == "" {
 			t.problems = append(t.problems, fmt.Sprintf("service record %q/%q has no namespace or name; skipped", svc.Namespace, svc.Name))
 			continue
 		}
-		main := &Route{Host: name + "." + ns + "." + domain, Namespace: ns, Service: name}
+		internal := svc.Visibility == store.VisibilityInternal
+		if svc.Visibility != "" && !internal {
+			t.problems = append(t.problems, fmt.Sprintf("service %s/%s has unknown visibility %q; served as internal", ns, name, svc.Visibility))
+			internal = true // never public by mistake
+		}
+		var main []Target
+		type tagged struct {
+			tag string
+			tg  Target
+		}
+		var tags []tagged
 		seenTags := map[string]bool{}
 		for _, rt := range svc.Route {
 			if rt.Revision == "" {
@@ -120,7 +175,7 @@ func Build(snap store.Snapshot, domain string) *Table {
 			}
 			idx := indexOf(ns, name, rt.Revision)
 			if rt.Percent > 0 {
-				main.Targets = append(main.Targets, Target{Revision: rt.Revision, Percent: rt.Percent, Tag: rt.Tag, Index: idx})
+				main = append(main, Target{Revision: rt.Revision, Percent: rt.Percent, Tag: rt.Tag, Index: idx})
 			}
 			if tag := strings.ToLower(rt.Tag); tag != "" {
 				if seenTags[tag] {
@@ -128,22 +183,49 @@ func Build(snap store.Snapshot, domain string) *Table {
 					continue
 				}
 				seenTags[tag] = true
-				tagRoutes = append(tagRoutes, &Route{Host: tag + "-" + name + "." + ns + "." + domain, Namespace: ns, Service: name, Tag: tag,
-					Targets: []Target{{Revision: rt.Revision, Percent: 100, Tag: rt.Tag, Index: idx}}})
+				tags = append(tags, tagged{tag, Target{Revision: rt.Revision, Percent: 100, Tag: rt.Tag, Index: idx}})
 			}
 		}
-		main.finish()
-		t.hosts[main.Host] = main
+		// The domains this service is served under, and on which listener.
+		type place struct {
+			m        map[string]*Route
+			domain   string
+			internal bool
+		}
+		var places []place
+		if !internal {
+			places = append(places, place{t.hosts, domain, false})
+		}
+		if internalDomain != "" {
+			places = append(places, place{t.inner, internalDomain, true})
+		}
+		for _, p := range places {
+			r := &Route{Host: name + "." + ns + "." + p.domain, Namespace: ns, Service: name, Internal: p.internal, Targets: slices.Clone(main)}
+			if svc.TagHeader && len(tags) > 0 {
+				r.tags = make(map[string]*Route, len(tags))
+			}
+			for _, tg := range tags {
+				tr := &Route{Host: tg.tag + "-" + name + "." + ns + "." + p.domain, Namespace: ns, Service: name, Tag: tg.tag,
+					Internal: p.internal, Targets: []Target{tg.tg}}
+				tagRoutes = append(tagRoutes, tagRoute{p.m, tr})
+				all = append(all, tr)
+				if r.tags != nil {
+					r.tags[tg.tag] = tr
+				}
+			}
+			p.m[r.Host] = r
+			all = append(all, r)
+		}
 	}
 	// Service hosts win over tag hosts: "a-b.ns" is service a-b before it is tag a of b.
-	for _, r := range tagRoutes {
-		if prev, ok := t.hosts[r.Host]; ok {
+	for _, tr := range tagRoutes {
+		r := tr.r
+		if prev, ok := tr.m[r.Host]; ok {
 			t.problems = append(t.problems, fmt.Sprintf("host %s: tag %q of service %s/%s collides with service %s/%s; the service wins",
 				r.Host, r.Tag, r.Namespace, r.Service, prev.Namespace, prev.Service))
 			continue
 		}
-		r.finish()
-		t.hosts[r.Host] = r
+		tr.m[r.Host] = r
 	}
 
 	// Index revisions in key order so String and gauges are stable; remap targets.
@@ -158,10 +240,11 @@ func Build(snap store.Snapshot, domain string) *Table {
 		remap[old] = newIdx
 		t.revisions[newIdx] = revs[old].rev
 	}
-	for _, r := range t.hosts {
+	for _, r := range all {
 		for i := range r.Targets {
 			r.Targets[i].Index = remap[r.Targets[i].Index]
 		}
+		r.finish()
 	}
 	return t
 }
@@ -178,28 +261,42 @@ func (r *Route) finish() {
 // Domain is the public domain the table was built for.
 func (t *Table) Domain() string { return t.domain }
 
+// InternalDomain is the internal domain the table was built for ("" for none).
+func (t *Table) InternalDomain() string { return t.internalDomain }
+
 // Revisions are every revision some route refers to, sorted by key.
 func (t *Table) Revisions() []Revision { return t.revisions }
 
 // Problems are the inconsistencies Build resolved.
 func (t *Table) Problems() []string { return t.problems }
 
-// Len is the number of hosts.
-func (t *Table) Len() int { return len(t.hosts) }
+// Len is the number of hosts, of both listeners.
+func (t *Table) Len() int { return len(t.hosts) + len(t.inner) }
 
-// Routes returns every route sorted by host.
+// Routes returns every route of both listeners sorted by host (Route.Internal: only on
+// the internal listener).
 func (t *Table) Routes() []*Route {
-	out := make([]*Route, 0, len(t.hosts))
+	out := make([]*Route, 0, len(t.hosts)+len(t.inner))
 	for _, r := range t.hosts {
+		out = append(out, r)
+	}
+	for _, r := range t.inner {
 		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
 	return out
 }
 
-// Lookup finds the route for a Host header value. The port, a trailing dot and letter
-// case are ignored.
-func (t *Table) Lookup(host []byte) *Route {
+// Lookup finds the route the public listener serves for a Host header value. The port,
+// a trailing dot and letter case are ignored. An internal service's hosts are not found.
+func (t *Table) Lookup(host []byte) *Route { return t.lookup(host, nil) }
+
+// LookupInternal finds the route the internal listener serves for a Host header value:
+// every service under the internal domain, and public services under the public domain
+// too.
+func (t *Table) LookupInternal(host []byte) *Route { return t.lookup(host, t.inner) }
+
+func (t *Table) lookup(host []byte, inner map[string]*Route) *Route {
 	if i := portStart(host); i >= 0 {
 		host = host[:i]
 	}
@@ -218,9 +315,14 @@ func (t *Table) Lookup(host []byte) *Route {
 			}
 			b[i] = c
 		}
-		return t.hosts[string(b)]
+		host = b
 	}
-	return t.hosts[string(host)] // the compiler does not allocate for this conversion
+	if inner != nil {
+		if r := inner[string(host)]; r != nil { // the compiler does not allocate for these conversions
+			return r
+		}
+	}
+	return t.hosts[string(host)]
 }
 
 func portStart(h []byte) int {
@@ -258,6 +360,9 @@ func (t *Table) String() string {
 		}
 		for i, tg := range r.Targets {
 			host := r.Host
+			if r.Internal {
+				host += " (internal)"
+			}
 			if i > 0 {
 				host = ""
 			}

@@ -140,6 +140,14 @@ func (c *Conn) SetDeadline(deadline time.Time, timeout time.Duration) {
 	_ = c.Conn.SetWriteDeadline(c.dl)
 }
 
+// BoundReads sets the read deadline alone, to t (the wait for a response head under
+// response_start_timeout, a body's pauses under idle_timeout). The next SetDeadline
+// re-arms both.
+func (c *Conn) BoundReads(t time.Time) {
+	c.dl = time.Time{}
+	_ = c.Conn.SetReadDeadline(t)
+}
+
 // ReadHead reads the response head to a request with this method, skipping 1xx
 // informational responses (101 excepted), and parses it into resp. The head is
 // Buf[R:R+resp.HeadLen]; the caller consumes it.

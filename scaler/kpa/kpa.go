@@ -19,6 +19,13 @@
 //     initial count, a new leader starts from the current counts).
 //   - it goes to zero only when the stable desire has been zero, with no traffic, no held
 //     request and no partial data, for ScaleToZeroGrace; Min > 0 never goes to zero.
+//   - ActivationScale (Knative's activation-scale): while either window sees any traffic,
+//     the desire is at least ActivationScale, so a wake from zero starts that many and
+//     they stay while there is traffic; it does not keep a revision from zero.
+//   - ScaleDownDelay (Knative's scale-down-delay): a scale-down takes effect only once the
+//     load has wanted fewer instances for the whole delay: the count is held at the most
+//     the load wanted within it (never above the current count: it does not scale up).
+//     It holds the last instance too: the grace to zero starts once the delay has passed.
 //   - Min and Max (0 = unbounded) clamp everything.
 //
 // The settings are a revmeta.Autoscaling that has passed its Validate (revmeta.FromMeta
@@ -83,11 +90,12 @@ const (
 	AtMax                   // clamped down to Max
 	Activate                // held requests at zero: the fast path
 	Failed                  // its instances failed to start: held at zero until the backoff passes (set by the loop, never by Decide)
+	Delay                   // would go down, but the load wanted this many within ScaleDownDelay
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{"hold", "scale_up", "scale_down", "panic", "grace", "to_zero",
-	"warming", "partial", "no_data", "min", "max", "activate", "revision_failed"}
+	"warming", "partial", "no_data", "min", "max", "activate", "revision_failed", "scale_down_delay"}
 
 func (r Reason) String() string {
 	if r < NumReasons {
@@ -111,9 +119,10 @@ type Decision struct {
 
 // Revision is the autoscaling state of one revision.
 type Revision struct {
-	cfg  revmeta.Autoscaling
-	opts Options
-	win  window
+	cfg   revmeta.Autoscaling
+	opts  Options
+	win   window
+	delay maxWindow // what the load wanted over ScaleDownDelay; empty when there is none
 
 	// Derived from cfg and opts, in SetConfig only.
 	stableBuckets, panicBuckets int
@@ -155,6 +164,9 @@ func (r *Revision) SetConfig(cfg revmeta.Autoscaling) {
 	panicWin := time.Duration(float64(cfg.Window) * cfg.PanicWindowPct / 100)
 	r.panicBuckets = min(stable, max(1, ceilDiv(panicWin, gran)))
 	r.targetValue = cfg.Target * cfg.TargetUtilization
+	if cfg.ScaleDownDelay != r.cfg.ScaleDownDelay || r.delay.gran == 0 {
+		r.delay = newMaxWindow(cfg.ScaleDownDelay, r.opts.Granularity)
+	}
 	r.cfg = cfg
 }
 
@@ -189,12 +201,12 @@ func (r *Revision) Record(now time.Time, s Sample) {
 
 // Activate is the fast path from zero: held requests are waiting for a revision with no
 // ready instance. It records them as traffic and returns the count they need, at least
-// one, within Min and Max.
+// one and at least ActivationScale, within Min and Max.
 func (r *Revision) Activate(now time.Time, held int64) int {
 	r.Record(now, Sample{Concurrency: float64(held), Held: held})
-	n := 1
+	n := max(1, r.cfg.ActivationScale)
 	if r.cfg.Metric != revmeta.MetricRPS {
-		n = max(1, int(math.Ceil(float64(held)/r.targetValue)))
+		n = max(n, int(math.Ceil(float64(held)/r.targetValue)))
 	}
 	return r.bound(n)
 }
@@ -235,6 +247,20 @@ func (r *Revision) Decide(now time.Time, ready, current int) Decision {
 	dppc := math.Ceil(panicV / tv)
 	desiredStable := int(math.Min(math.Max(dspc, maxDown), maxUp))
 	desiredPanic := int(math.Min(math.Max(dppc, maxDown), maxUp))
+	// What the load wants now, before the scale-down rate limit: the delay holds this.
+	need := int(math.Min(math.Max(dspc, dppc), maxUp))
+	if a := c.ActivationScale; a > 1 {
+		// Knative: any traffic wants at least ActivationScale, even beyond the rate limit.
+		if dspc > 0 {
+			desiredStable = max(desiredStable, a)
+		}
+		if dppc > 0 {
+			desiredPanic = max(desiredPanic, a)
+		}
+		if need > 0 {
+			need = max(need, a)
+		}
+	}
 
 	over := dppc/readyF >= c.PanicThresholdPct/100
 	switch {
@@ -260,6 +286,20 @@ func (r *Revision) Decide(now time.Time, ready, current int) Decision {
 		d.Panic = true
 		r.maxPanic = max(r.maxPanic, desiredStable, desiredPanic)
 		d.Desired, d.Reason = r.maxPanic, Panic
+		need = max(need, r.maxPanic)
+	}
+
+	// Scale-down delay: hold what the load wanted within the delay, up to the current count.
+	held := 0
+	if r.delay.k > 0 {
+		r.delay.record(now, need)
+		held = r.delay.max()
+		if h := min(held, current); d.Desired < h {
+			d.Desired = h
+			if d.Reason == Hold && h == current {
+				d.Reason = Delay
+			}
+		}
 	}
 
 	if c.TargetBurstCapacity == 0 {
@@ -269,7 +309,7 @@ func (r *Revision) Decide(now time.Time, ready, current int) Decision {
 	}
 
 	// Scale to zero: the grace runs from when the stable window first wanted zero.
-	if dspc == 0 && !d.Panic && !r.unsureAt.Equal(r.lastAt) {
+	if dspc == 0 && !d.Panic && !r.unsureAt.Equal(r.lastAt) && held == 0 {
 		if r.zeroSince.IsZero() {
 			r.zeroSince = now
 		}
@@ -316,6 +356,57 @@ func (r *Revision) clamp(d *Decision) {
 		}
 		d.Desired = b
 	}
+}
+
+// maxWindow is the highest value recorded within its last k buckets: a queue of values
+// strictly decreasing from front to back, at most one per bucket, so it holds at most k
+// entries and each record is amortized O(1).
+type maxWindow struct {
+	gran, k int64 // k = 0: no window
+	q       []maxEntry
+	at      int64 // the latest bucket recorded
+}
+
+type maxEntry struct {
+	idx int64
+	v   int
+}
+
+// newMaxWindow covers d in buckets of gran, widened to keep at most maxBuckets of them.
+func newMaxWindow(d, gran time.Duration) maxWindow {
+	if d <= 0 {
+		return maxWindow{gran: 1}
+	}
+	if ceilDiv(d, gran) > maxBuckets {
+		gran = time.Duration(ceilDiv(d, maxBuckets))
+	}
+	return maxWindow{gran: int64(gran), k: int64(ceilDiv(d, gran))}
+}
+
+func (w *maxWindow) record(t time.Time, v int) {
+	i := max(t.UnixNano()/w.gran, w.at) // a clock that steps back stays in the latest bucket
+	w.at = i
+	n := 0
+	for n < len(w.q) && i-w.q[n].idx >= w.k {
+		n++
+	}
+	if n > 0 {
+		w.q = append(w.q[:0], w.q[n:]...)
+	}
+	for len(w.q) > 0 && w.q[len(w.q)-1].v <= v {
+		w.q = w.q[:len(w.q)-1]
+	}
+	if len(w.q) == 0 || w.q[len(w.q)-1].idx != i {
+		w.q = append(w.q, maxEntry{i, v})
+	}
+}
+
+// max is the highest value within the window as of the latest record; 0 when empty.
+func (w *maxWindow) max() int {
+	if len(w.q) == 0 {
+		return 0
+	}
+	return w.q[0].v
 }
 
 // window is a ring of time buckets holding the sum and count of the samples in each.

@@ -26,7 +26,11 @@ func GatewayDaemon(cfg gateway.Config, started func(*gateway.Gateway)) devenv.Da
 		if started != nil {
 			started(g)
 		}
-		return g.Run, map[string]string{"public": "http://" + g.PublicAddr(), "admin": "http://" + g.AdminAddr()}, nil
+		addrs := map[string]string{"public": "http://" + g.PublicAddr(), "admin": "http://" + g.AdminAddr()}
+		if a := g.InternalAddr(); a != "" {
+			addrs["internal"] = "http://" + a
+		}
+		return g.Run, addrs, nil
 	}}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,33 @@ type NomadOptions struct {
 	// is detected and healthy too. The engine must answer before the agent starts: the
 	// driver fingerprints it then.
 	Docker bool
+	// HostVolumes are the client's host_volume stanzas, by name: each a directory on this
+	// machine (created if missing) that jobs mount with a `volume { type = "host" }`.
+	HostVolumes map[string]HostVolume
+}
+
+// HostVolume is one `client { host_volume "<name>" { path, read_only } }` of the agent.
+type HostVolume struct {
+	Path     string
+	ReadOnly bool // the client refuses to mount it for writing
+}
+
+// hostVolumes is the client's host_volume stanzas, in name order.
+func hostVolumes(vols map[string]HostVolume) (string, error) {
+	names := make([]string, 0, len(vols))
+	for n := range vols {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		v := vols[n]
+		if err := os.MkdirAll(v.Path, 0o755); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "  host_volume %q {\n    path      = %q\n    read_only = %t\n  }\n", n, v.Path, v.ReadOnly)
+	}
+	return b.String(), nil
 }
 
 // dockerPlugin is the docker driver's configuration. Nomad starts that driver on its own
@@ -106,6 +134,10 @@ func startNomad(ctx context.Context, o NomadOptions) (*Nomad, error) {
 		extra += "acl { enabled = true }\n"
 	}
 	extra += dockerPlugin(o.Docker)
+	vols, err := hostVolumes(o.HostVolumes)
+	if err != nil {
+		return nil, err
+	}
 	cfg := fmt.Sprintf(`
 data_dir  = %q
 bind_addr = "127.0.0.1"
@@ -118,10 +150,10 @@ client {
   # cut long requests off on scale-down.
   max_kill_timeout  = "3600s"
   options { "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean" }
-}
+%s}
 plugin "raw_exec" { config { enabled = true } }
 %s
-`, dataDir, o.HTTPPort, ports[1], ports[2], o.ConsulAddr, o.ConsulToken, extra)
+`, dataDir, o.HTTPPort, ports[1], ports[2], o.ConsulAddr, o.ConsulToken, vols, extra)
 	cfgFile := filepath.Join(o.Dir, "nomad.hcl")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		return nil, err

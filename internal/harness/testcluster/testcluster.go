@@ -33,6 +33,9 @@ type Options struct {
 	// its socket: without one the cluster fails to start, saying to run `make docker`.
 	// Cluster.Stop removes every container of the agent's allocations.
 	Docker bool
+	// HostVolumes gives the Nomad client these host volumes (agents.NomadOptions.HostVolumes):
+	// for the tests of `volume { type = "host" }`.
+	HostVolumes map[string]agents.HostVolume
 }
 
 // Cluster is a running Consul + Nomad pair.
@@ -92,7 +95,7 @@ func Start(opts Options) (*Cluster, error) {
 		c.Stop()
 		return nil, err
 	}
-	c.nomad, err = agents.StartNomad(ctx, agents.NomadOptions{Bin: bins.Nomad, Dir: dir, ConsulAddr: c.ConsulAddr, ConsulToken: c.ConsulToken, ACL: opts.ACL, Docker: opts.Docker})
+	c.nomad, err = agents.StartNomad(ctx, agents.NomadOptions{Bin: bins.Nomad, Dir: dir, ConsulAddr: c.ConsulAddr, ConsulToken: c.ConsulToken, ACL: opts.ACL, Docker: opts.Docker, HostVolumes: opts.HostVolumes})
 	if err != nil {
 		c.Stop()
 		return nil, fmt.Errorf("testcluster: %w", err)
