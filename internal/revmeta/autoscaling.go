@@ -30,8 +30,9 @@ type Autoscaling struct {
 	// decision to scale down takes effect (Knative's scale-down-delay; 0 = none). Not the
 	// grace before zero.
 	ScaleDownDelay time.Duration `json:"scale_down_delay,omitempty"`
-	// ActivationScale is how many instances a wake from zero starts (Knative's
-	// activation-scale; 0 or 1 = one).
+	// ActivationScale is how many instances a wake from zero starts, and the least kept
+	// while there is any traffic (Knative's activation-scale, as its autoscaler applies
+	// it; 0 or 1 = one). Without traffic the revision still scales to zero.
 	ActivationScale int `json:"activation_scale,omitempty"`
 }
 
