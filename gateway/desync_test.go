@@ -358,31 +358,42 @@ func routeBackend(t testing.TB, svc string, be *recBackend, mod func(*gateway.Co
 	rev := svc + "-00001"
 	cfg := revmeta.Defaults(ns, svc, rev)
 	cfg.Timeout = 10 * time.Second // a desynced exchange must not hang the test for minutes
-	st := store.New(cluster.Consul)
-	ctx := context.Background()
-	if err := st.PutRevision(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	id := "desync-" + rev
-	agent := cluster.Consul.Agent()
-	err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
-		ID: id, Name: rev, Address: "127.0.0.1", Port: be.port(),
-		Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
-		Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = agent.ServiceDeregister(id)
-		_ = st.DeleteService(ctx, ns, svc)
-		_ = st.DeleteRevision(ctx, ns, rev)
-	})
+	registerRevision(t, cfg, be.port())
 	setRoute(t, svc, store.RouteTarget{Revision: rev, Percent: 100})
 	g := startGateway(t, mod)
 	t.Cleanup(be.stop) // runs before the gateway stops: nothing it waits on stays open
 	waitReady(t, g, rev, 1)
 	return g
+}
+
+// registerRevision writes the revision's config to KV and registers an instance of it
+// on each loopback port, in Consul with a passing TTL check (the gateway's endpoint
+// watcher reads health checks, so a service without one is not seen) and no Nomad job.
+// The config, the instances and the service record go when the test ends.
+func registerRevision(t testing.TB, cfg revmeta.Config, ports ...int) {
+	t.Helper()
+	st := store.New(cluster.Consul)
+	ctx := context.Background()
+	if err := st.PutRevision(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	agent := cluster.Consul.Agent()
+	for i, port := range ports {
+		id := fmt.Sprintf("test-%s-%s-%d", cfg.Namespace, cfg.Revision, i)
+		err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
+			ID: id, Name: cfg.Revision, Address: "127.0.0.1", Port: port,
+			Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + cfg.Service},
+			Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = agent.ServiceDeregister(id) })
+	}
+	t.Cleanup(func() {
+		_ = st.DeleteService(ctx, cfg.Namespace, cfg.Service)
+		_ = st.DeleteRevision(ctx, cfg.Namespace, cfg.Revision)
+	})
 }
 
 // refProxy runs Go's httputil.ReverseProxy in front of be, set up as the gateway is by

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -308,28 +307,7 @@ func routePorts(t *testing.T, svc string, cfgMod func(*revmeta.Config), mod func
 	if cfgMod != nil {
 		cfgMod(&cfg)
 	}
-	st := store.New(cluster.Consul)
-	ctx := context.Background()
-	if err := st.PutRevision(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	agent := cluster.Consul.Agent()
-	for i, port := range ports {
-		id := fmt.Sprintf("h2c-%s-%d", rev, i)
-		err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
-			ID: id, Name: rev, Address: "127.0.0.1", Port: port,
-			Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
-			Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = agent.ServiceDeregister(id) })
-	}
-	t.Cleanup(func() {
-		_ = st.DeleteService(ctx, ns, svc)
-		_ = st.DeleteRevision(ctx, ns, rev)
-	})
+	registerRevision(t, cfg, ports...)
 	setRoute(t, svc, store.RouteTarget{Revision: rev, Percent: 100})
 	g := startGateway(t, mod)
 	if len(ports) > 0 {
@@ -490,27 +468,20 @@ func TestHTTP2SplitTagsAndTimeout(t *testing.T) {
 	a := newRecBackend(t, serveEach(slow))
 	g := routeBackend(t, svc, a, nil)
 	// A second revision, 50/50 with the first, tagged "b"; a 500 ms timeout on both.
-	st := store.New(cluster.Consul)
-	ctx := context.Background()
-	for _, rev := range []string{svc + "-00001", svc + "-00002"} {
-		cfg := revmeta.Defaults(ns, svc, rev)
-		cfg.Timeout = 500 * time.Millisecond
-		if err := st.PutRevision(ctx, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
 	b := newRecBackend(t, serveEach(slow))
 	t.Cleanup(b.stop)
 	rev2 := svc + "-00002"
-	agent := cluster.Consul.Agent()
-	if err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
-		ID: "h2-" + rev2, Name: rev2, Address: "127.0.0.1", Port: b.port(),
-		Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
-		Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
-	}); err != nil {
-		t.Fatal(err)
+	for i, rev := range []string{svc + "-00001", rev2} {
+		cfg := revmeta.Defaults(ns, svc, rev)
+		cfg.Timeout = 500 * time.Millisecond
+		if i == 0 {
+			if err := store.New(cluster.Consul).PutRevision(context.Background(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			continue // its instance is routeBackend's
+		}
+		registerRevision(t, cfg, b.port())
 	}
-	t.Cleanup(func() { _ = agent.ServiceDeregister("h2-" + rev2); _ = st.DeleteRevision(ctx, ns, rev2) })
 	setRoute(t, svc, store.RouteTarget{Revision: svc + "-00001", Percent: 50}, store.RouteTarget{Revision: rev2, Percent: 50, Tag: "b"})
 	waitReady(t, g, rev2, 1)
 	waitRoutes(t, g, "b-"+host(svc))

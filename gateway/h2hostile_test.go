@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -1036,26 +1035,7 @@ func hhRegister(t *testing.T, svc string, be *recBackend) string {
 	rev := svc + "-00001"
 	cfg := revmeta.Defaults(ns, svc, rev)
 	cfg.Timeout = 10 * time.Second
-	st := store.New(cluster.Consul)
-	ctx := context.Background()
-	if err := st.PutRevision(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	id := "h2h-" + rev
-	agent := cluster.Consul.Agent()
-	err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
-		ID: id, Name: rev, Address: "127.0.0.1", Port: be.port(),
-		Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
-		Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = agent.ServiceDeregister(id)
-		_ = st.DeleteService(ctx, ns, svc)
-		_ = st.DeleteRevision(ctx, ns, rev)
-	})
+	registerRevision(t, cfg, be.port())
 	setRoute(t, svc, store.RouteTarget{Revision: rev, Percent: 100})
 	return rev
 }
