@@ -237,13 +237,17 @@ func reservedEnv(name string) bool {
 	return false
 }
 
-func (d *decoder) env(a body) {
-	s := d.spec
-	if !a.strMap("env", &s.Env) {
+func (d *decoder) env(a body) { d.envMap(a, &d.spec.Env, reservedEnv, "instance") }
+
+// envMap decodes an env map into dst (nil when empty): every name valid and none that
+// reserved says rouse sets itself on every `who` ("instance", "task"); each name's range
+// is recorded under a.path for RangeOf.
+func (d *decoder) envMap(a body, dst *map[string]string, reserved func(string) bool, who string) {
+	if !a.strMap("env", dst) {
 		return
 	}
-	keys := make([]string, 0, len(s.Env))
-	for k := range s.Env {
+	keys := make([]string, 0, len(*dst))
+	for k := range *dst {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
@@ -252,15 +256,15 @@ func (d *decoder) env(a body) {
 		case !validEnvName(k):
 			d.errorf(a.keyRange("env", k), "Invalid environment variable name",
 				"%q is not a valid environment variable name: use letters, digits and underscores, not starting with a digit.", k)
-		case reservedEnv(k):
+		case reserved(k):
 			d.errorf(a.keyRange("env", k), "Reserved environment variable",
-				"rouse sets %s on every instance; choose another name.", k)
+				"rouse sets %s on every %s; choose another name.", k, who)
 		default:
-			s.ranges["env."+k] = a.keyRange("env", k)
+			d.spec.ranges[a.path+"env."+k] = a.keyRange("env", k)
 		}
 	}
-	if len(s.Env) == 0 {
-		s.Env = nil
+	if len(*dst) == 0 {
+		*dst = nil
 	}
 }
 

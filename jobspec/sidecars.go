@@ -2,7 +2,6 @@ package jobspec
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -95,7 +94,7 @@ func (d *decoder) sidecars(blocks hcl.Blocks) {
 		a := body{d: d, path: prefix, label: "sidecar.", attrs: c.Attributes}
 		sc := Sidecar{Name: name, Lifecycle: LifecycleSidecar, Resources: Resources{CPU: defaultCPU, MemoryMB: defaultMemory}}
 		d.sidecarWorkload(blk, a, &sc)
-		d.sidecarEnv(a, &sc)
+		d.envMap(a, &sc.Env, sidecarReservedEnv, "task")
 		if a.str("lifecycle", &sc.Lifecycle) {
 			switch sc.Lifecycle {
 			case LifecyclePrestart, LifecycleSidecar, LifecyclePoststart:
@@ -190,32 +189,6 @@ func (d *decoder) sidecarWorkload(blk *hcl.Block, a body, sc *Sidecar) {
 // sidecarReservedEnv are set by rouse on every sidecar. PORT is not: it is the main
 // task's, and a sidecar may set its own.
 func sidecarReservedEnv(name string) bool { return name != "PORT" && reservedEnv(name) }
-
-func (d *decoder) sidecarEnv(a body, sc *Sidecar) {
-	if !a.strMap("env", &sc.Env) {
-		return
-	}
-	keys := make([]string, 0, len(sc.Env))
-	for k := range sc.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		switch {
-		case !validEnvName(k):
-			d.errorf(a.keyRange("env", k), "Invalid environment variable name",
-				"%q is not a valid environment variable name: use letters, digits and underscores, not starting with a digit.", k)
-		case sidecarReservedEnv(k):
-			d.errorf(a.keyRange("env", k), "Reserved environment variable",
-				"rouse sets %s on every task; choose another name.", k)
-		default:
-			d.spec.ranges[a.path+"env."+k] = a.keyRange("env", k)
-		}
-	}
-	if len(sc.Env) == 0 {
-		sc.Env = nil
-	}
-}
 
 // compileSidecars adds one task per sidecar to the group, after the main task.
 func compileSidecars(s *Spec, group *nomadapi.TaskGroup) error {
