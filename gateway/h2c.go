@@ -94,11 +94,7 @@ func h2cRequest(ctx context.Context, r *http.Request, addr string, hdr http.Head
 // copyFields copies the fields of a request that may go to the next hop.
 func copyFields(dst, src http.Header) {
 	for k, vs := range src {
-		switch k {
-		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade",
-			"Proxy-Authenticate", "Proxy-Authorization", "Trailer", "Http2-Settings", "Expect", "Host", "Content-Length":
-			continue
-		case "Te": // only "trailers" means anything end to end (gRPC needs it)
+		if k == "Te" { // hop-by-hop, but "trailers" means something end to end (gRPC needs it)
 			for _, v := range vs {
 				if v == "trailers" {
 					dst["Te"] = []string{"trailers"}
@@ -106,7 +102,9 @@ func copyFields(dst, src http.Header) {
 			}
 			continue
 		}
-		dst[k] = vs
+		if http1.EndToEnd(k) {
+			dst[k] = vs
+		}
 	}
 }
 

@@ -32,42 +32,7 @@ func (c *conn) route() (*revision, *failure) {
 // tagHeader is the value of the request's first Rouse-Tag line (nil without one): the
 // line is among the kept ones, which are forwarded.
 func (c *conn) tagHeader() []byte {
-	head := c.buf[c.r : c.r+c.req.HeadLen]
-	const n = len(TagHeader)
-	for _, s := range c.req.Keep {
-		line := head[s.Start:s.End]
-		if len(line) <= n || line[n] != ':' || !asciiFold(line[:n], TagHeader) {
-			continue
-		}
-		v := line[n+1:]
-		for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-			v = v[1:]
-		}
-		for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-			v = v[:len(v)-1]
-		}
-		return v
-	}
-	return nil
-}
-
-func asciiFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	return c.req.KeptValue(c.buf[c.r:c.r+c.req.HeadLen], TagHeader)
 }
 
 // route finds the revision an HTTP/2 stream goes to.

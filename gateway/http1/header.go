@@ -226,6 +226,18 @@ func (h hdr) hopByHop() bool {
 	return false
 }
 
+// endToEnd: a request field forwarded as it came — not hop-by-hop, not framing (the
+// gateway frames what it sends), not Expect (answered here) or HTTP2-Settings (this hop's
+// upgrade). X-Forwarded-* are end to end but rewritten by Forwarded's rules.
+func (h hdr) endToEnd() bool {
+	return !h.hopByHop() && !h.framing() && h != hExpect && h != hHTTP2Settings
+}
+
+// EndToEnd reports whether a request field of this name goes to the next hop as it came,
+// by the rule AppendOutgoing applies: for an engine that forwards fields itself (HTTP/2
+// to an h2c instance).
+func EndToEnd(name string) bool { return classify([]byte(name)).endToEnd() }
+
 // framing headers are never dropped because a Connection header names them: the
 // gateway relays the body with the framing they declare, so the next hop needs them.
 func (h hdr) framing() bool { return h == hContentLength || h == hTransferEncoding || h == hHost }

@@ -372,3 +372,22 @@ func BenchmarkParseRequestWorstHead(b *testing.B) {
 		}
 	}
 }
+
+// KeptValue finds a forwarded header's value: the first line of that name, any case,
+// OWS trimmed; a line the Connection header names is not kept, so not found.
+func TestKeptValue(t *testing.T) {
+	for _, c := range []struct{ head, want string }{
+		{"GET / HTTP/1.1\r\nHost: a\r\nrouse-TAG: \t blue \t\r\nRouse-Tag: green\r\n\r\n", "blue"},
+		{"GET / HTTP/1.1\r\nHost: a\r\nRouse-Tags: blue\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a\r\nConnection: Rouse-Tag\r\nRouse-Tag: blue\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a\r\nRouse-Tag:\r\n\r\n", ""},
+	} {
+		var req Request
+		if err := ParseRequest([]byte(c.head), &req); err != nil {
+			t.Fatalf("%q: %v", c.head, err)
+		}
+		if got := string(req.KeptValue([]byte(c.head), "Rouse-Tag")); got != c.want {
+			t.Errorf("%q: %q, want %q", c.head, got, c.want)
+		}
+	}
+}

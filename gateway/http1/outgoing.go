@@ -58,7 +58,7 @@ func AppendOutgoing(dst []byte, o *Outgoing, fwd Forwarded) ([]byte, error) {
 				if xfh == "" {
 					xfh = string(vb)
 				}
-			case h.hopByHop(), h.framing(), h == hExpect, h == hHTTP2Settings:
+			case !h.endToEnd():
 			default:
 				dst = append(append(append(append(dst, name...), ": "...), vb...), "\r\n"...)
 			}

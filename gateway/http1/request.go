@@ -193,6 +193,20 @@ func ParseRequest(head []byte, req *Request) error {
 	return nil
 }
 
+// KeptValue is the value of the first kept line named name (ASCII case-insensitive),
+// nil without one: a header the gateway acts on besides forwarding it (Rouse-Tag). head
+// is the one given to ParseRequest.
+func (req *Request) KeptValue(head []byte, name string) []byte {
+	n := len(name)
+	for _, s := range req.Keep {
+		line := head[s.Start:s.End]
+		if len(line) > n && line[n] == ':' && equalFold(line[:n], name) {
+			return trimOWS(line[n+1:])
+		}
+	}
+	return nil
+}
+
 // dropNamed removes from keep the lines whose names a Connection header lists, framing
 // headers excepted.
 func dropNamed(head []byte, keep []Span, conn *connTokens) []Span {
