@@ -74,20 +74,32 @@ func (c *conn) exchange(headLen int) bool {
 	return c.forward(rev, start, headLen)
 }
 
+// slot takes a slot on an instance of rev for the request (holding or queueing it as
+// acquire does) and sends 100 Continue when the client waits for it. ok false: the
+// request was answered instead, or the client went; keep says whether the connection
+// can carry another.
+func (c *conn) slot(rev *revision, start, deadline time.Time) (in *balance.Instance[*backend], cold time.Duration, ok, keep bool) {
+	in, cold, f := c.g.acquire(rev, start, deadline, nil)
+	if f != nil {
+		return nil, 0, false, c.fail(rev, start, cold, *f)
+	}
+	if c.req.Expect100 {
+		c.pushWriteDeadline()
+		if _, err := c.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
+			rev.pool.Release(in)
+			return nil, 0, false, false
+		}
+	}
+	return in, cold, true, false
+}
+
 // forward sends the request to an instance of rev and relays the answer.
 func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 	g, req := c.g, &c.req
 	deadline := start.Add(rev.timeout())
-	in, cold, f := g.acquire(rev, start, deadline, nil)
-	if f != nil {
-		return c.fail(rev, start, cold, *f)
-	}
-	if req.Expect100 {
-		c.pushWriteDeadline()
-		if _, err := c.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
-			rev.pool.Release(in)
-			return false
-		}
+	in, cold, ok, keep := c.slot(rev, start, deadline)
+	if !ok {
+		return keep
 	}
 
 	// The head to send, and as much of the body as is already here.
@@ -107,6 +119,7 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 	for stale := 0; ; {
 		var uc *upstream.Conn
 		var wait time.Duration
+		var f *failure
 		uc, in, wait, f = g.connect(rev, in, start, deadline, nil)
 		cold += wait
 		if f != nil {
@@ -139,11 +152,7 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 			}
 		}
 		uc.Close()
-		// A kept-alive connection the instance closed as the request went out: nothing
-		// of it was answered. Sent again on a new connection when that cannot run it
-		// twice (its body is all here, and it is idempotent or never reached the instance).
-		// Not after a timeout: the instance may be running it.
-		if uc.Reused && uc.Got == 0 && replayable && stale < maxStaleRetries && (idempotent(req.Method) || werr != nil) && !errors.Is(err, http1.ErrUpstream) && !isTimeout(err) {
+		if replay(uc, replayable, stale, req.Method, werr, err) {
 			stale++
 			continue
 		}
@@ -179,6 +188,16 @@ func (g *Gateway) connect(rev *revision, in *balance.Instance[*backend], start, 
 			return nil, nil, cold, f
 		}
 	}
+}
+
+// replay reports whether a request that failed on uc goes again on a new connection: uc
+// was a kept-alive connection the instance closed as the request went out (nothing of it
+// was answered), and sending it again cannot run it twice — its body is all here
+// (replayable), and it is idempotent or never reached the instance (werr). Not after a
+// timeout (the instance may be running it), and at most maxStaleRetries times.
+func replay(uc *upstream.Conn, replayable bool, stale int, method []byte, werr, err error) bool {
+	return uc.Reused && uc.Got == 0 && replayable && stale < maxStaleRetries && (idempotent(method) || werr != nil) &&
+		!errors.Is(err, http1.ErrUpstream) && !isTimeout(err)
 }
 
 func upstreamFailure(rev *revision, err error) failure {

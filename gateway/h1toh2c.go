@@ -35,16 +35,9 @@ func (c *conn) toH2C(rev *revision, start time.Time, headLen int) bool {
 		return false
 	}
 	deadline := start.Add(rev.timeout())
-	in, cold, f := g.acquire(rev, start, deadline, nil)
-	if f != nil {
-		return c.fail(rev, start, cold, *f)
-	}
-	if req.Expect100 {
-		c.pushWriteDeadline()
-		if _, err := c.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
-			rev.pool.Release(in)
-			return false
-		}
+	in, cold, ok, keep := c.slot(rev, start, deadline)
+	if !ok {
+		return keep
 	}
 	head := c.buf[c.r : c.r+headLen]
 	hdr := make(http.Header, len(req.Keep)+3)

@@ -107,8 +107,7 @@ func (s *stream) toH1(rev *revision, in *balance.Instance[*backend], cold time.D
 			}
 		}
 		uc.Close()
-		// The same replay rule as for HTTP/1.1 (forward).
-		if uc.Reused && uc.Got == 0 && s.buffered && stale < maxStaleRetries && (idempotent(method) || werr != nil) && !errors.Is(err, http1.ErrUpstream) && !isTimeout(err) {
+		if replay(uc, s.buffered, stale, method, werr, err) {
 			stale++
 			continue
 		}
