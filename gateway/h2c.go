@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -172,14 +171,7 @@ func (s *stream) toH2C(rev *revision, in *balance.Instance[*backend], cold time.
 	for k, vs := range resp.Header {
 		dst[k] = vs
 	}
-	for _, k := range []string{"Content-Type", "Date"} {
-		if _, ok := dst[k]; !ok {
-			dst[k] = nil
-		}
-	}
-	if cold > 0 {
-		dst.Set(ColdStartHeader, strconv.FormatInt(cold.Milliseconds(), 10)+"ms")
-	}
+	relayedFields(dst, cold)
 	w.WriteHeader(resp.StatusCode)
 	n, werr, rerr := copyFlush(s.writer(), rb, resp.ContentLength < 0, g)
 	for k, vs := range resp.Trailer {

@@ -183,15 +183,7 @@ func (s *stream) relayH1(rev *revision, in *balance.Instance[*backend], uc *upst
 		k := http.CanonicalHeaderKey(string(name))
 		hdr[k] = append(hdr[k], string(value))
 	})
-	// What the instance did not send, the client does not get: no sniffed type, no date.
-	for _, k := range []string{"Content-Type", "Date"} {
-		if _, ok := hdr[k]; !ok {
-			hdr[k] = nil
-		}
-	}
-	if cold > 0 {
-		hdr.Set(ColdStartHeader, strconv.FormatInt(cold.Milliseconds(), 10)+"ms")
-	}
+	relayedFields(hdr, cold)
 	s.w.WriteHeader(resp.Status)
 	fr := &b.fr
 	fr.Reset(resp, true)
@@ -261,6 +253,25 @@ func (s *stream) relayH1(rev *revision, in *balance.Instance[*backend], uc *upst
 	}
 }
 
+// relayedFields finishes the fields of an instance's response relayed as HTTP/2: what
+// the instance did not send, the client does not get (net/http would add a sniffed
+// Content-Type and a Date), and the cold-start wait is added.
+func relayedFields(h http.Header, cold time.Duration) {
+	for _, k := range []string{"Content-Type", "Date"} {
+		if _, ok := h[k]; !ok {
+			h[k] = nil
+		}
+	}
+	setColdStart(h, cold)
+}
+
+// setColdStart adds the cold-start wait, as coldStartLine does for HTTP/1.1.
+func setColdStart(h http.Header, cold time.Duration) {
+	if cold > 0 {
+		h.Set(ColdStartHeader, string(http1.AppendMillis(nil, cold.Milliseconds())))
+	}
+}
+
 // streamWriter writes a stream's response body with a deadline on each write, as the
 // HTTP/1.1 engine does: a client that stops reading — a flow-control window left at 0, or
 // a connection it does not read — is cut off after WriteTimeout, and the instance slot
@@ -309,9 +320,7 @@ func (s *stream) fail(rev *revision, cold time.Duration, f failure) {
 	if f.retryAfter != "" {
 		hdr.Set("Retry-After", f.retryAfter)
 	}
-	if cold > 0 {
-		hdr.Set(ColdStartHeader, strconv.FormatInt(cold.Milliseconds(), 10)+"ms")
-	}
+	setColdStart(hdr, cold)
 	var n int
 	if s.grpc {
 		hdr.Set("Content-Type", "application/grpc")
