@@ -81,6 +81,20 @@ func ModuleRoot() (string, error) {
 	}
 }
 
+// GoBuild builds a main package of the rouse module (e.g. "./examples/hello") into out.
+func GoBuild(pkg, out string) error {
+	root, err := ModuleRoot()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
 // retryBind starts an agent again, on new ports, while it fails because a port FreePorts
 // gave it was taken before it bound it (by another test package's agent, or as the
 // ephemeral port of some outgoing connection): seen in CI as Consul's "bind: address
@@ -184,6 +198,18 @@ func (p *Process) Stop(grace time.Duration) {
 		<-p.done
 	}
 }
+
+// Kill ends the process at once (SIGKILL, no clean-up: a power cut) and waits for it.
+func (p *Process) Kill() {
+	if ok, _ := p.Exited(); ok {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Signal sends sig to the process (SIGSTOP and SIGCONT pause and resume it).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // TailLog returns the last n bytes of the agent's log.
 func (p *Process) TailLog(n int64) string {

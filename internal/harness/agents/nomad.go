@@ -13,14 +13,31 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 )
 
-// NomadOptions configure a Nomad dev agent (server + client in one process).
+// NomadOptions configure a Nomad agent: a dev agent (server + client in one process), or a
+// server or a client of a multi-node cluster.
 type NomadOptions struct {
-	Bin         string
-	Dir         string // data_dir and log live here
-	HTTPPort    int    // 0 = pick a free one
-	ConsulAddr  string
-	ConsulToken string
-	ACL         bool // enable ACLs and bootstrap a management token
+	Bin  string
+	Dir  string // data_dir, config and log live here
+	Role Role   // dev (default), server or client
+	Name string // the agent's name (a client's node name); default the host's
+	// Servers are the RPC addresses (Nomad.RPCAddr) of the servers, for a client; Join the
+	// serf addresses (Nomad.SerfAddr) of the other servers and BootstrapExpect their number
+	// with this one, for a server.
+	Servers         []string
+	Join            []string
+	BootstrapExpect int
+	// Heartbeat, for a server, is both min_heartbeat_ttl and heartbeat_grace: a client that
+	// stops heartbeating is marked down about 2×Heartbeat later. 0 = Nomad's 10 s each.
+	Heartbeat time.Duration
+	// NodePool is a client's node pool ("" = default); DynamicPorts its [min, max]
+	// dynamic port range, so that clients sharing the machine's loopback never hand out
+	// the same port. Zero = Nomad's 20000–32000.
+	NodePool     string
+	DynamicPorts [2]int
+	HTTPPort     int // 0 = pick a free one
+	ConsulAddr   string
+	ConsulToken  string
+	ACL          bool // enable ACLs and bootstrap a management token
 	// Docker keeps images on the node (see dockerPlugin) and waits until the docker driver
 	// is detected and healthy too. The engine must answer before the agent starts: the
 	// driver fingerprints it then.
@@ -87,16 +104,39 @@ plugin "docker" {
 // Nomad is a running Nomad agent.
 type Nomad struct {
 	*Process
-	Addr  string // http://host:port
-	Token string // management token when ACLs are on
+	Addr     string // http://host:port
+	RPCAddr  string // host:port of its RPC (what clients name in Servers)
+	SerfAddr string // host:port of its serf gossip (what servers join)
+	Token    string // management token when ACLs are on
+	Name     string
 
 	dataDir string
+	nodeID  string
 }
+
+// NodeID is a client's (or dev agent's) node ID; "" for a server.
+func (n *Nomad) NodeID() string { return n.nodeID }
 
 // Stop stops the agent, then ends whatever it started that outlived it (see reap).
 func (n *Nomad) Stop(grace time.Duration) {
 	n.Process.Stop(grace)
 	reap(n.dataDir)
+}
+
+// DataDir is the agent's data_dir: every process that names it or holds a file under it
+// (task helpers, workloads) belongs to this agent.
+func (n *Nomad) DataDir() string { return n.dataDir }
+
+// Workloads are the PIDs of what the agent started — task helpers (executor, logmon) and
+// the tasks under them — found as reap finds them.
+func (n *Nomad) Workloads() []int {
+	var out []int
+	for _, pid := range owned(n.dataDir) {
+		if pid != n.PID() { // the agent holds its own state files under the data dir
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // Client returns an API client with the management token.
@@ -133,36 +173,41 @@ func startNomad(ctx context.Context, o NomadOptions) (*Nomad, error) {
 	if o.ACL {
 		extra += "acl { enabled = true }\n"
 	}
-	extra += dockerPlugin(o.Docker)
-	vols, err := hostVolumes(o.HostVolumes)
-	if err != nil {
-		return nil, err
+	if o.Name != "" {
+		extra += fmt.Sprintf("name = %q\n", o.Name)
+	}
+	if o.Role == RoleServer {
+		extra += serverBlock(o)
+	} else {
+		vols, err := hostVolumes(o.HostVolumes)
+		if err != nil {
+			return nil, err
+		}
+		extra += clientBlock(o, vols) + dockerPlugin(o.Docker)
 	}
 	cfg := fmt.Sprintf(`
 data_dir  = %q
 bind_addr = "127.0.0.1"
 log_level = "WARN"
 ports { http = %d  rpc = %d  serf = %d }
+advertise { http = "127.0.0.1"  rpc = "127.0.0.1"  serf = "127.0.0.1" }
 consul { address = %q  token = %q }
-client {
-  network_interface = "lo"
-  # kill_timeout is a revision's request timeout (up to 1h); the default cap of 30s would
-  # cut long requests off on scale-down.
-  max_kill_timeout  = "3600s"
-  options { "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean" }
-%s}
-plugin "raw_exec" { config { enabled = true } }
 %s
-`, dataDir, o.HTTPPort, ports[1], ports[2], o.ConsulAddr, o.ConsulToken, vols, extra)
+`, dataDir, o.HTTPPort, ports[1], ports[2], o.ConsulAddr, o.ConsulToken, extra)
 	cfgFile := filepath.Join(o.Dir, "nomad.hcl")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := start("nomad", o.Bin, filepath.Join(o.Dir, "nomad.log"), "agent", "-dev", "-config", cfgFile)
+	args := []string{"agent", "-config", cfgFile}
+	if o.Role == RoleDev {
+		args = []string{"agent", "-dev", "-config", cfgFile}
+	}
+	p, err := start("nomad", o.Bin, filepath.Join(o.Dir, "nomad.log"), args...)
 	if err != nil {
 		return nil, err
 	}
-	n := &Nomad{Process: p, Addr: "http://127.0.0.1:" + strconv.Itoa(o.HTTPPort), dataDir: dataDir}
+	n := &Nomad{Process: p, Addr: "http://127.0.0.1:" + strconv.Itoa(o.HTTPPort), RPCAddr: "127.0.0.1:" + strconv.Itoa(ports[1]),
+		SerfAddr: "127.0.0.1:" + strconv.Itoa(ports[2]), Name: o.Name, dataDir: dataDir}
 	fail := func(err error) (*Nomad, error) { p.Stop(10 * time.Second); return nil, err }
 	cl, err := n.Client()
 	if err != nil {
@@ -184,6 +229,18 @@ plugin "raw_exec" { config { enabled = true } }
 			return fail(err)
 		}
 	}
+	if o.Role == RoleServer {
+		// A server of several has no leader until the others are up: the cluster waits
+		// for one. Here it is enough that the agent answers.
+		err = waitFor(ctx, p, "the Nomad server's API", 30*time.Second, func() bool {
+			_, err := cl.Agent().Self()
+			return err == nil
+		})
+		if err != nil {
+			return fail(err)
+		}
+		return n, nil
+	}
 	drivers := []string{"raw_exec"}
 	if o.Docker {
 		drivers = append(drivers, "docker")
@@ -194,7 +251,8 @@ plugin "raw_exec" { config { enabled = true } }
 			return false
 		}
 		for _, nd := range nodes {
-			if nd.Status == "ready" && healthy(nd, drivers) {
+			if (o.Name == "" || nd.Name == o.Name) && nd.Status == "ready" && healthy(nd, drivers) {
+				n.nodeID = nd.ID
 				return true
 			}
 		}
@@ -204,6 +262,54 @@ plugin "raw_exec" { config { enabled = true } }
 		return fail(err)
 	}
 	return n, nil
+}
+
+// serverBlock is a server's configuration: bootstrap with the others, and the heartbeat
+// timing that decides how soon a silent client is marked down.
+func serverBlock(o NomadOptions) string {
+	expect := max(o.BootstrapExpect, 1)
+	join := make([]string, len(o.Join))
+	for i, a := range o.Join {
+		join[i] = strconv.Quote(a)
+	}
+	hb := ""
+	if o.Heartbeat > 0 {
+		hb = fmt.Sprintf("  min_heartbeat_ttl = %q\n  heartbeat_grace   = %q\n", o.Heartbeat, o.Heartbeat)
+	}
+	return fmt.Sprintf(`server {
+  enabled          = true
+  bootstrap_expect = %d
+  server_join { retry_join = [%s]  retry_interval = "1s" }
+%s}
+`, expect, strings.Join(join, ", "), hb)
+}
+
+// clientBlock is a client's (or a dev agent's) client stanza.
+func clientBlock(o NomadOptions, vols string) string {
+	var b strings.Builder
+	b.WriteString("client {\n")
+	if o.Role == RoleClient {
+		srv := make([]string, len(o.Servers))
+		for i, a := range o.Servers {
+			srv[i] = strconv.Quote(a)
+		}
+		fmt.Fprintf(&b, "  enabled = true\n  servers = [%s]\n", strings.Join(srv, ", "))
+		if o.NodePool != "" {
+			fmt.Fprintf(&b, "  node_pool = %q\n", o.NodePool)
+		}
+	}
+	if o.DynamicPorts[1] > 0 {
+		fmt.Fprintf(&b, "  min_dynamic_port = %d\n  max_dynamic_port = %d\n", o.DynamicPorts[0], o.DynamicPorts[1])
+	}
+	b.WriteString(`  network_interface = "lo"
+  # kill_timeout is a revision's request timeout (up to 1h); the default cap of 30s would
+  # cut long requests off on scale-down.
+  max_kill_timeout  = "3600s"
+  options { "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean" }
+`)
+	b.WriteString(vols)
+	b.WriteString("}\nplugin \"raw_exec\" { config { enabled = true } }\n")
+	return b.String()
 }
 
 // healthy reports whether every one of drivers is detected and healthy on the node.

@@ -20,6 +20,26 @@ func reap(dataDir string) {
 		return
 	}
 	reapContainers(dataDir)
+	for _, pid := range owned(dataDir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if mounts, err := os.ReadFile("/proc/self/mounts"); err == nil {
+		lines := strings.Split(string(mounts), "\n")
+		for i := len(lines) - 1; i >= 0; i-- { // deepest last-mounted first
+			f := strings.Fields(lines[i])
+			if len(f) > 1 && strings.HasPrefix(f[1], dataDir+"/") {
+				_ = syscall.Unmount(f[1], syscall.MNT_DETACH)
+			}
+		}
+	}
+}
+
+// owned are the processes that name dataDir on their command line or hold a path under
+// it, and every descendant of theirs, children first.
+func owned(dataDir string) []int {
+	if dataDir == "" || !strings.Contains(dataDir, string(filepath.Separator)) {
+		return nil
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	children := map[int][]int{}
 	var ours []int
@@ -48,25 +68,23 @@ func reap(dataDir string) {
 			ours = append(ours, pid)
 		}
 	}
-	var kill func(pid int)
-	kill = func(pid int) {
-		for _, c := range children[pid] {
-			kill(c)
+	seen := map[int]bool{}
+	var out []int
+	var walk func(pid int)
+	walk = func(pid int) {
+		if seen[pid] {
+			return
 		}
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+		seen[pid] = true
+		for _, c := range children[pid] {
+			walk(c)
+		}
+		out = append(out, pid)
 	}
 	for _, pid := range ours {
-		kill(pid)
+		walk(pid)
 	}
-	if mounts, err := os.ReadFile("/proc/self/mounts"); err == nil {
-		lines := strings.Split(string(mounts), "\n")
-		for i := len(lines) - 1; i >= 0; i-- { // deepest last-mounted first
-			f := strings.Fields(lines[i])
-			if len(f) > 1 && strings.HasPrefix(f[1], dataDir+"/") {
-				_ = syscall.Unmount(f[1], syscall.MNT_DETACH)
-			}
-		}
-	}
+	return out
 }
 
 // HoldsPath reports whether process pid has its working directory or an open file under
@@ -90,10 +108,11 @@ func HoldsPath(pid int, dir string) bool {
 }
 
 // ReapDir cleans up what a dead rouse dev or test run left under dir (task helpers,
-// Nomad's mounts) so the dir can be removed. It reports false, and touches nothing, when
+// Nomad's mounts) so the dir can be removed; for a multi-node cluster's dir, call it on
+// each node's dir. It reports false, and touches nothing, when
 // a live Nomad agent uses dir.
 func ReapDir(dir string) bool {
-	if inUse(filepath.Join(dir, "nomad.hcl")) {
+	if agentUses(dir) {
 		return false
 	}
 	reap(dir)
@@ -109,7 +128,7 @@ func ReapStale(pattern string, minAge time.Duration) {
 	dirs, _ := filepath.Glob(pattern)
 	for _, dir := range dirs {
 		st, err := os.Stat(dir)
-		if err != nil || !st.IsDir() || time.Since(st.ModTime()) < minAge || inUse(filepath.Join(dir, "nomad.hcl")) {
+		if err != nil || !st.IsDir() || time.Since(st.ModTime()) < minAge || agentUses(dir) {
 			continue
 		}
 		reap(dir)
@@ -117,11 +136,12 @@ func ReapStale(pattern string, minAge time.Duration) {
 	}
 }
 
-// inUse reports whether a live process has path on its command line.
-func inUse(path string) bool {
+// agentUses reports whether a live Nomad agent has its config under dir: dir/nomad.hcl
+// for a single-agent cluster, dir/<node>/nomad.hcl for each agent of a multi-node one.
+func agentUses(dir string) bool {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
-		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(path)) {
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(dir+"/")) && bytes.Contains(b, []byte("nomad.hcl")) {
 			return true
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -186,15 +185,9 @@ func (c *Cluster) GoBuild(pkg string) (string, error) {
 	if p, ok := c.built[pkg]; ok {
 		return p, nil
 	}
-	root, err := agents.ModuleRoot()
-	if err != nil {
-		return "", err
-	}
 	out := filepath.Join(c.Dir, "bin", strings.NewReplacer("/", "_", ".", "_").Replace(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	if err := agents.GoBuild(pkg, out); err != nil {
+		return "", err
 	}
 	c.built[pkg] = out
 	return out, nil
