@@ -264,3 +264,57 @@ func (p *tcpProxy) cut(down bool) {
 	}
 	p.conns = map[net.Conn]struct{}{}
 }
+
+// When the only instance refuses connections (its node lost, Consul not told yet), the
+// requests are held as for a wake, not failed: the replacement answers them once it is
+// registered. (The gateway used to answer 502 after four refused dials, about 3 s, while
+// Consul takes about 5 s to notice a lost node and Nomad longer to replace it.)
+func TestRefusedOnlyInstanceHolds(t *testing.T) {
+	const rev = "lone-00001"
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadPort := dead.Addr().(*net.TCPAddr).Port
+	dead.Close()
+	agent := cluster.Consul.Agent()
+	reg := func(id string, port int) {
+		err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
+			ID: id, Name: rev, Address: "127.0.0.1", Port: port,
+			Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + "lone"},
+			Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthPassing},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { agent.ServiceDeregister(id) })
+	}
+	reg("lone-dead", deadPort)
+	if err := store.New(cluster.Consul).PutRevision(context.Background(), revmeta.Defaults(ns, "lone", rev)); err != nil {
+		t.Fatal(err)
+	}
+	setRoute(t, "lone", store.RouteTarget{Revision: rev, Percent: 100})
+	g := startGateway(t, nil)
+	waitReady(t, g, rev, 1)
+	c := client(g, 4)
+	answers := make(chan answer, 3)
+	for range 3 {
+		go func() { answers <- get(c, host("lone"), "/") }()
+	}
+	select {
+	case a := <-answers:
+		t.Fatalf("answered while the only instance refuses: %d %q %v", a.status, a.body, a.err)
+	case <-time.After(5 * time.Second): // longer than the four 1 s down-marks the old cap allowed
+	}
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Instance", "replacement")
+		fmt.Fprintln(w, "ok")
+	}))
+	defer live.Close()
+	reg("lone-live", live.Listener.Addr().(*net.TCPAddr).Port)
+	if err := agent.ServiceDeregister("lone-dead"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if a := <-answers; a.status != 200 || a.header.Get("X-Instance") != "replacement" {
+			t.Fatalf("held request: %d %q %v", a.status, a.body, a.err)
+		}
+	}
+}

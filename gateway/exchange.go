@@ -14,8 +14,6 @@ import (
 )
 
 const (
-	// maxDialAttempts bounds the instances tried when connections are refused.
-	maxDialAttempts = 4
 	// maxStaleRetries bounds the new connections tried for a request whose reused
 	// connection turned out closed by the instance before it answered anything.
 	maxStaleRetries = 2
@@ -162,24 +160,24 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 }
 
 // connect gets a connection to in, the instance whose slot the request holds. When in
-// refuses connections it is marked down and the request takes a slot on another
-// (waiting for one if need be: wait says how long), up to maxDialAttempts instances. On
-// a failure the slot is released.
+// refuses connections it is marked down for a second and the request takes a slot on
+// another, waiting for one if need be (wait says how long): when every instance refuses
+// — the only one's node is lost and Consul has not said so yet — the request is held as
+// for a wake, until an instance takes it or its hold ends, never failed for the refusals
+// themselves. On a failure the slot is released.
 func (g *Gateway) connect(rev *revision, in *balance.Instance[*backend], start, deadline time.Time, gone <-chan struct{}) (*upstream.Conn, *balance.Instance[*backend], time.Duration, *failure) {
 	var cold time.Duration
-	for dials := 1; ; dials++ {
+	for {
 		uc, err := in.Backend.pool.Get(start, deadline)
 		if err == nil {
 			return uc, in, cold, nil
 		}
 		rev.pool.Release(in)
-		if isDialError(err) {
-			rev.markDown(in)
-		}
-		if dials >= maxDialAttempts {
+		if !isDialError(err) {
 			f := upstreamFailure(rev, err)
 			return nil, nil, cold, &f
 		}
+		rev.markDown(in)
 		var wait time.Duration
 		var f *failure
 		in, wait, f = g.acquire(rev, start, deadline, gone) // another instance, or wait for one

@@ -196,7 +196,7 @@ func (s *stream) toH2C(rev *revision, in *balance.Instance[*backend], cold time.
 // another instance: the same rule as connect for HTTP/1.1. On a failure the slot is
 // released.
 func (g *Gateway) roundTripH2C(ctx context.Context, rev *revision, in *balance.Instance[*backend], cold time.Duration, start, deadline time.Time, build func(addr string) *http.Request, fresh func() bool) (*http.Response, *balance.Instance[*backend], time.Duration, *failure) {
-	for dials := 1; ; dials++ {
+	for {
 		resp, err := g.h2.tr.RoundTrip(build(in.Backend.addr))
 		if err == nil {
 			return resp, in, cold, nil
@@ -216,7 +216,7 @@ func (g *Gateway) roundTripH2C(ctx context.Context, rev *revision, in *balance.I
 		default:
 			f = upstreamFailure(rev, err)
 		}
-		if !isDialError(err) || !fresh() || dials >= maxDialAttempts || ctx.Err() != nil {
+		if !isDialError(err) || !fresh() || ctx.Err() != nil {
 			return nil, nil, cold, &f
 		}
 		rev.markDown(in)

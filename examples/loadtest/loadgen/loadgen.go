@@ -39,6 +39,9 @@ type Generator struct {
 	Client *http.Client
 	// NewRequest builds each request.
 	NewRequest func(ctx context.Context) (*http.Request, error)
+	// Stop (may be nil) ends the run early once closed: no new arrivals, and the
+	// requests in flight finish (a cancelled ctx cuts them off instead).
+	Stop <-chan struct{}
 	// MaxInFlight bounds the requests waiting for an answer. An arrival beyond it is not
 	// sent and counts as shed: the client is saturated, and the recorder says so rather
 	// than silently slowing the schedule down. Default 1000.
@@ -74,6 +77,8 @@ func (g *Generator) Run(ctx context.Context, rate Rate, d time.Duration) {
 			timer.Reset(wait)
 			select {
 			case <-ctx.Done():
+				return
+			case <-g.Stop:
 				return
 			case <-timer.C:
 			}

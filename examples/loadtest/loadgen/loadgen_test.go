@@ -200,3 +200,36 @@ func TestGeneratorCountsErrors(t *testing.T) {
 		t.Errorf("totals %+v", tot)
 	}
 }
+
+// Closing Stop ends the schedule early but lets requests in flight finish: they count as
+// answered, not aborted.
+func TestGeneratorStopLetsInFlightFinish(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer srv.Close()
+	stop := make(chan struct{})
+	rec := NewRecorder(time.Now())
+	g := &Generator{Client: srv.Client(), Recorder: rec, Stop: stop,
+		NewRequest: func(ctx context.Context) (*http.Request, error) {
+			return http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+		}}
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { g.Run(context.Background(), Constant(100), time.Minute); close(done) }()
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	select {
+	case <-done:
+		t.Fatal("Run returned with requests in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-done
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Run took %v after Stop", took)
+	}
+	tot := rec.Totals(0, 1<<30)
+	if tot.OK < 10 || tot.Aborted != 0 || tot.Errors != 0 {
+		t.Fatalf("after Stop: %+v, want ≥10 answered, none aborted or failed", tot)
+	}
+}
