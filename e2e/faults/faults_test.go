@@ -73,7 +73,9 @@ func nodeLost(tb testing.TB, sc scale) {
 		tb.Fatalf("single's instance is on no live worker: %v", at)
 	}
 	l := p.run(stream{svc: "steady", rate: loadgen.Constant(sc.rps), sleepMS: 20},
-		stream{svc: "single", rate: loadgen.Constant(sc.rps / 3), sleepMS: 20})
+		// single's rate holds more requests during the loss than the burst capacity (200)
+		// queues: they must be held, not refused as a full queue.
+		stream{svc: "single", rate: loadgen.Constant(2 * sc.rps), sleepMS: 20})
 	defer l.finish()
 	time.Sleep(sc.warm) // steady load before the fault
 	lost := time.Now()
@@ -104,7 +106,7 @@ func nodeLost(tb testing.TB, sc scale) {
 	}
 	// In flight on the node at the loss: at most what it can hold (the two streams at
 	// 20 ms each, a third of steady's and all of single's), with slack for a busy machine.
-	if inflight := o.Errors + o.Shed - o.failedAfter; float64(inflight) > 1+sc.rps*0.1 {
+	if inflight := o.Errors + o.Shed - o.failedAfter; float64(inflight) > 1+sc.rps*0.2 {
 		tb.Errorf("%d requests failed around the loss: more than could have been in flight on the node (%v)", inflight, o.errors)
 	}
 }

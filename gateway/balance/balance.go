@@ -109,9 +109,24 @@ func (p *Pool[B]) SetInstances(list []*Instance[B]) {
 	p.Dispatch()
 }
 
-// Stats are the gauges: requests holding a slot, requests waiting, routable instances.
+// Stats are the gauges: requests holding a slot, requests waiting, routable instances
+// not marked down.
 func (p *Pool[B]) Stats() (inFlight, waiting int64, ready int) {
-	return p.inflight.Load(), p.nwait.Load(), len(*p.set.Load())
+	return p.inflight.Load(), p.nwait.Load(), p.up()
+}
+
+// up is the number of routable instances not marked down. An instance that refuses
+// connections is down; when all are, the revision is as good as not ready: its waiting
+// requests are held (bounded by maxHeld, until the activation timeout), not queued
+// behind a burst capacity meant for busy instances.
+func (p *Pool[B]) up() int {
+	n := 0
+	for _, in := range *p.set.Load() {
+		if !in.Down() {
+			n++
+		}
+	}
+	return n
 }
 
 // Acquire takes a slot on the least loaded instance with room. When none has room it
@@ -133,7 +148,7 @@ func (p *Pool[B]) Acquire() (inst *Instance[B], w *Waiter[B], held int, err erro
 			return in, nil, 0, nil
 		}
 	}
-	ready := len(*p.set.Load()) > 0
+	ready := p.up() > 0
 	bound := p.maxQueued
 	if !ready {
 		bound = p.maxHeld

@@ -147,15 +147,30 @@ func TestDownSkipped(t *testing.T) {
 			t.Fatal("down instance picked")
 		}
 	}
+	// Every instance down (they refuse connections: the node is lost, Consul has not
+	// said so yet) is as good as none ready: requests are held, bounded by maxHeld, not
+	// queued behind the burst capacity (here 0: queued would be refused at once).
+	p = NewPool[int](3, 0)
+	p.SetInstances(ins)
 	ins[1].SetDown(true)
-	_, w, held, _ := p.Acquire()
-	if w == nil || held != 0 {
-		t.Fatal("all down but ready: queued, not held")
+	var ws []*Waiter[int]
+	for k := 1; k <= 3; k++ {
+		_, w, held, err := p.Acquire()
+		if err != nil || w == nil || !w.Held || held != k {
+			t.Fatalf("request %d with every instance down: waiter %v, held %d, %v; want held %d", k, w, held, err, k)
+		}
+		ws = append(ws, w)
+	}
+	if _, _, _, err := p.Acquire(); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("past maxHeld with every instance down: %v, want ErrQueueFull", err)
+	}
+	if _, waiting, ready := p.Stats(); waiting != 3 || ready != 0 {
+		t.Fatalf("Stats with every instance down: %d waiting, %d ready; want 3, 0", waiting, ready)
 	}
 	ins[0].SetDown(false)
 	p.Dispatch()
-	if in := <-w.C; in != ins[0] {
-		t.Fatal("up again must serve the queue")
+	if in := <-ws[0].C; in != ins[0] {
+		t.Fatal("up again must serve the held requests")
 	}
 }
 
