@@ -466,9 +466,10 @@ func hhRequests(be *recBackend, prefix string) []*recReq {
 // for an instance that answers in 200 ms. The gateway stays up; x/net runs at most
 // MaxConcurrentStreams (250) handlers per connection and closes one that queues more than
 // four times as many (GOAWAY ENHANCE_YOUR_CALM): the instance never has more than 250 at
-// once and, when the connection is closed that way, gets at most 10% of them and at most
-// 500 (measured: 250, 1.2%). Once the connection closes every gauge returns to 0 within
-// 2 s and the goroutines to the baseline.
+// once, at most 250 per 200 ms the connection lived, and, when the connection is closed
+// that way, at most 10% of them (measured: 250, 1.2%, on a quiet machine; 597 on a
+// connection a starved machine took 2.2 s to close). Once the connection closes every
+// gauge returns to 0 within 2 s and the goroutines to the baseline.
 func TestH2HostileRapidReset(t *testing.T) {
 	const h2MaxStreams = 250
 	const svc, pairs, slow = "h2h-rapid-reset", 20000, 200 * time.Millisecond
@@ -532,7 +533,9 @@ func TestH2HostileRapidReset(t *testing.T) {
 	// Without x/net's limit on handlers per connection every pair would start a request
 	// at once. With it: at most MaxConcurrentStreams at a time, so at most that many per
 	// 200 ms the connection lived; and the connection closes once more than 4 ×
-	// MaxConcurrentStreams reset streams wait, which at full speed leaves about one round.
+	// MaxConcurrentStreams reset streams wait, which at full speed leaves about one round
+	// (a machine short of CPU takes longer to read the flood and close, and each 200 ms
+	// of that lets another round through: the per-time bound is the one that holds).
 	if p := peak.Load(); p > h2MaxStreams {
 		t.Errorf("the instance had %d of one connection's reset streams at once, limit %d", p, h2MaxStreams)
 	}
@@ -540,8 +543,8 @@ func TestH2HostileRapidReset(t *testing.T) {
 		t.Errorf("the instance got %d requests from reset streams on a connection open %v: more than %d per %v", forwarded, lived, h2MaxStreams, slow)
 	}
 	if res.goAway && res.goAwayCode == http2.ErrCodeEnhanceYourCalm {
-		if forwarded > pairs/10 || forwarded > 2*h2MaxStreams {
-			t.Errorf("the instance got %d requests from %d reset streams: want at most 10%% and at most 2 × MaxConcurrentStreams (%d)", forwarded, pairs, 2*h2MaxStreams)
+		if forwarded > pairs/10 {
+			t.Errorf("the instance got %d requests from %d reset streams: want at most 10%%", forwarded, pairs)
 		}
 	} else {
 		t.Logf("no ENHANCE_YOUR_CALM (the gateway read the pairs slower than they came: a slow build?): the per-time bound applies")

@@ -31,6 +31,7 @@ type platform struct {
 	gateways []*multinode.Daemon
 	scalers  []*multinode.Daemon
 	rows     []row
+	notes    []string // more lines for the table's foot (the parallel wakes)
 }
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -167,6 +168,11 @@ type row struct {
 }
 
 func (p *platform) printRows(w *os.File) {
+	defer func() {
+		for _, n := range p.notes {
+			fmt.Fprintln(w, n)
+		}
+	}()
 	if len(p.rows) == 0 {
 		return
 	}
