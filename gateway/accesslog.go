@@ -13,7 +13,10 @@ import (
 )
 
 // logAccess writes the access log line of an HTTP/1.1 request.
-func (g *Gateway) logAccess(req *http1.Request, remote net.Addr, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
+// The request's span (t, zero with tracing off) ends here too: every way a request ends
+// passes through one of the two.
+func (g *Gateway) logAccess(req *http1.Request, t reqTrace, remote net.Addr, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
+	g.endTrace(t, in, status, cold, werr)
 	ce := g.accessEntry(rev, in)
 	if ce == nil {
 		return
@@ -25,7 +28,8 @@ func (g *Gateway) logAccess(req *http1.Request, remote net.Addr, rev *revision, 
 
 // logAccess2 writes the access log line of an HTTP/2 stream: the same fields, and the
 // protocol.
-func (g *Gateway) logAccess2(r *http.Request, remote net.Addr, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
+func (g *Gateway) logAccess2(r *http.Request, t reqTrace, remote net.Addr, rev *revision, in *balance.Instance[*backend], status int, n int64, d, cold time.Duration, werr error) {
+	g.endTrace(t, in, status, cold, werr)
 	ce := g.accessEntry(rev, in)
 	if ce == nil {
 		return

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"net"
 	"os"
 	"strings"
@@ -35,6 +36,10 @@ type Config struct {
 	// AccessLog gets one JSON line per request (default: Logger named "access"; pass
 	// zap.NewNop() to turn it off).
 	AccessLog *zap.Logger
+	// TracerProvider, when set, turns tracing on: a span per routed request, continuing
+	// the client's W3C traceparent, and the instance told the gateway's span (trace.go).
+	// Nil is off, at no cost to the request path.
+	TracerProvider trace.TracerProvider
 	// Clock is the time source (default: the wall clock).
 	Clock clock.Clock
 	// Registry receives the gateway's Prometheus metrics (default: a new registry with the

@@ -60,6 +60,7 @@ type conn struct {
 	served   bool // a request was read on it
 	req      http1.Request
 	resp     http1.Response
+	trace    reqTrace // the current request's span (zero with tracing off)
 	// idleAt is when the last response ended: the next idle deadline is counted from it
 	// rather than from another clock read.
 	idleAt time.Time

@@ -34,6 +34,7 @@ type failure struct {
 func (c *conn) exchange(headLen int) bool {
 	g, req := c.g, &c.req
 	start := g.clk.Now()
+	c.trace = reqTrace{}
 	if err := http1.ParseRequest(c.buf[c.r:c.r+headLen], req); err != nil {
 		var e *http1.Error
 		errors.As(err, &e)
@@ -49,6 +50,10 @@ func (c *conn) exchange(headLen int) bool {
 	rev, f := c.route()
 	if f != nil {
 		return c.fail(nil, start, 0, *f)
+	}
+	if g.tracer != nil {
+		head := c.buf[c.r : c.r+headLen]
+		c.trace = g.startTrace(start, rev, string(req.Method), string(req.Host), string(req.Target), func(k string) string { return string(http1.FirstValue(head, k)) })
 	}
 	if g.cfg.MaxBodyBytes > 0 && req.Body == http1.Length && req.Length > g.cfg.MaxBodyBytes {
 		c.answer(rev, start, http1.ErrBodyTooLarge, "", 0, true)
@@ -70,6 +75,11 @@ func (c *conn) exchange(headLen int) bool {
 		return c.tunnel(rev, start, headLen)
 	}
 	return c.forward(rev, start, headLen)
+}
+
+// fwd is what the request's forwarded head says of the client and the trace.
+func (c *conn) fwd() http1.Forwarded {
+	return http1.Forwarded{ClientIP: c.ip, Proto: c.proto, Trust: c.g.cfg.TrustForwarded, Traceparent: c.trace.tp}
 }
 
 // slot takes a slot on an instance of rev for the request (holding or queueing it as
@@ -102,7 +112,7 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 
 	// The head to send, and as much of the body as is already here.
 	head := c.buf[c.r : c.r+headLen]
-	out := http1.AppendRequestHead(c.out[:0], head, req, http1.Forwarded{ClientIP: c.ip, Proto: c.proto, Trust: g.cfg.TrustForwarded}, false)
+	out := http1.AppendRequestHead(c.out[:0], head, req, c.fwd(), false)
 	body := reqBody{c: c, start: c.r + headLen}
 	if err := body.fromBuffer(); err != nil {
 		rev.pool.Release(in)
@@ -237,7 +247,7 @@ func (c *conn) relay(rev *revision, in *balance.Instance[*backend], uc *upstream
 	c.idleAt = end
 	d := end.Sub(start)
 	rev.count(resp.Status, d)
-	g.logAccess(req, c.remote, rev, in, resp.Status, bytesOut, d, cold, werr)
+	g.logAccess(req, c.trace, c.remote, rev, in, resp.Status, bytesOut, d, cold, werr)
 	c.consume(body) // last: it may move the next request's bytes over this one's head
 	return werr == nil && complete && !closeClient
 }
@@ -384,7 +394,7 @@ func (c *conn) answerWith(rev *revision, start time.Time, e *http1.Error, cold t
 	c.pushWriteDeadline()
 	_, werr := c.c.Write(c.out)
 	if c.req.Method != nil {
-		g.logAccess(&c.req, c.remote, rev, nil, e.Status, int64(len(e.Msg)), d, cold, werr)
+		g.logAccess(&c.req, c.trace, c.remote, rev, nil, e.Status, int64(len(e.Msg)), d, cold, werr)
 	}
 	c.idleAt = g.clk.Now()
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"net"
 	"strconv"
 	"sync"
@@ -34,6 +35,7 @@ type Gateway struct {
 	access *zap.Logger
 	clk    clock.Clock
 	id     string
+	tracer trace.Tracer // nil: tracing off
 
 	pubLn, admLn net.Listener
 	redirLn      net.Listener // plain HTTP answering 308 to https (nil: none)
@@ -94,6 +96,9 @@ func New(cfg Config) (*Gateway, error) {
 		revs: map[string]*revision{}, shareN: 1,
 		actCh: make(chan struct{}), drainHard: make(chan struct{}), stopAdmin: make(chan struct{}),
 		routesKick: make(chan struct{}, 1),
+	}
+	if cfg.TracerProvider != nil {
+		g.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
 	if g.pubLn, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
 		return nil, fmt.Errorf("gateway: public listener: %w", err)

@@ -58,7 +58,7 @@ func (c *conn) toH2C(rev *revision, start time.Time, headLen int) bool {
 	if len(req.XFH) > 0 {
 		hdr.Set("X-Forwarded-Host", string(req.XFH))
 	}
-	fwd := http1.Forwarded{ClientIP: c.ip, Proto: c.proto, Trust: g.cfg.TrustForwarded}
+	fwd := c.fwd()
 	forwardedFields(hdr, fwd, string(req.Host))
 
 	body := &h1Body{c: c, start: c.r + headLen, chunked: req.Body == http1.Chunked, left: req.Length}
@@ -165,7 +165,7 @@ func (c *conn) toH2C(rev *revision, start time.Time, headLen int) bool {
 	if rerr != nil && werr == nil {
 		logged = cutByContext(ctx, deadline, g)
 	}
-	g.logAccess(req, c.remote, rev, in, resp.StatusCode, n, d, cold, logged)
+	g.logAccess(req, c.trace, c.remote, rev, in, resp.StatusCode, n, d, cold, logged)
 	if werr != nil || rerr != nil || closeClient {
 		return false
 	}

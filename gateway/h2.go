@@ -207,6 +207,9 @@ func (h *h2Stream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(nil, 0, *f)
 		return
 	}
+	if g.tracer != nil {
+		s.trace = g.startTrace(start, rev, r.Method, r.Host, r.RequestURI, r.Header.Get)
+	}
 	if g.cfg.MaxBodyBytes > 0 && r.ContentLength > g.cfg.MaxBodyBytes {
 		s.fail(rev, 0, failure{http1.ErrBodyTooLarge, ""})
 		return

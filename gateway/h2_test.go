@@ -298,7 +298,7 @@ func routeH2C(t *testing.T, svc string, cfgMod func(*revmeta.Config), mod func(*
 }
 
 // routePorts is routeH2C for instances on loopback ports.
-func routePorts(t *testing.T, svc string, cfgMod func(*revmeta.Config), mod func(*gateway.Config), ports ...int) *gateway.Gateway {
+func routePorts(t testing.TB, svc string, cfgMod func(*revmeta.Config), mod func(*gateway.Config), ports ...int) *gateway.Gateway {
 	t.Helper()
 	rev := svc + "-00001"
 	cfg := revmeta.Defaults(ns, svc, rev)
@@ -319,7 +319,7 @@ func routePorts(t *testing.T, svc string, cfgMod func(*revmeta.Config), mod func
 }
 
 // waitRoutes waits until g routes host.
-func waitRoutes(t *testing.T, g *gateway.Gateway, h string) {
+func waitRoutes(t testing.TB, g *gateway.Gateway, h string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -123,6 +123,9 @@ func forwardedFields(h http.Header, fwd http1.Forwarded, host string) {
 	if fh := h.Get("X-Forwarded-Host"); !fwd.Trust || fh == "" {
 		h.Set("X-Forwarded-Host", host)
 	}
+	if fwd.Traceparent != nil {
+		h.Set("Traceparent", string(fwd.Traceparent))
+	}
 }
 
 // toH2C forwards the stream to an h2c instance, streaming both ways (a bidirectional
@@ -185,7 +188,7 @@ func (s *stream) toH2C(rev *revision, in *balance.Instance[*backend], cold time.
 	if rerr != nil && werr == nil {
 		logged = cutByContext(ctx, s.deadline, g)
 	}
-	g.logAccess2(r, s.h.remote, rev, in, resp.StatusCode, n, d, cold, logged)
+	g.logAccess2(r, s.trace, s.h.remote, rev, in, resp.StatusCode, n, d, cold, logged)
 	if rerr != nil && werr == nil {
 		panic(http.ErrAbortHandler) // the instance broke off: reset, not a clean end
 	}

@@ -24,6 +24,7 @@ type stream struct {
 	// buffered: the whole request body is in body (read before a slot was taken).
 	buffered bool
 	body     []byte
+	trace    reqTrace // the stream's span (zero with tracing off)
 }
 
 // h2bufs are one stream's buffers for an HTTP/1.1 instance, reused by the next stream.
@@ -35,7 +36,7 @@ type h2bufs struct {
 }
 
 func (s *stream) fwd() http1.Forwarded {
-	return http1.Forwarded{ClientIP: s.h.ip, Proto: s.h.proto, Trust: s.h.g.cfg.TrustForwarded}
+	return http1.Forwarded{ClientIP: s.h.ip, Proto: s.h.proto, Trust: s.h.g.cfg.TrustForwarded, Traceparent: s.trace.tp}
 }
 
 // toH1 forwards the stream to an instance that speaks HTTP/1.1, over the same kept-alive
@@ -245,7 +246,7 @@ func (s *stream) relayH1(rev *revision, in *balance.Instance[*backend], uc *upst
 	if cut := lim.cutErr(err); cut != nil && werr == nil {
 		logged = cut
 	}
-	g.logAccess2(s.r, s.h.remote, rev, in, resp.Status, n, d, cold, logged)
+	g.logAccess2(s.r, s.trace, s.h.remote, rev, in, resp.Status, n, d, cold, logged)
 	if err != nil && werr == nil {
 		// The instance broke off its body (or its framing): the client must not take a
 		// cut-off body for a whole one, so the stream is reset rather than ended.
@@ -310,7 +311,7 @@ func (s *stream) fail(rev *revision, cold time.Duration, f failure) {
 	g.metrics.rejected.WithLabelValues(f.Reason).Inc()
 	d := g.clk.Now().Sub(s.start)
 	if f.Error == errClientGone {
-		g.logAccess2(s.r, s.h.remote, rev, nil, f.Status, 0, d, cold, nil)
+		g.logAccess2(s.r, s.trace, s.h.remote, rev, nil, f.Status, 0, d, cold, nil)
 		return // the stream is reset: there is no one to answer
 	}
 	if rev != nil {
@@ -335,7 +336,7 @@ func (s *stream) fail(rev *revision, cold time.Duration, f failure) {
 			n, _ = io.WriteString(s.w, f.Msg)
 		}
 	}
-	g.logAccess2(s.r, s.h.remote, rev, nil, f.Status, int64(n), d, cold, nil)
+	g.logAccess2(s.r, s.trace, s.h.remote, rev, nil, f.Status, int64(n), d, cold, nil)
 }
 
 // bodyError answers a stream whose request body could not be read or forwarded.

@@ -38,7 +38,7 @@ func (c *conn) tunnel(rev *revision, start time.Time, headLen int) bool {
 		return c.fail(rev, start, cold, failure{&http1.Error{Status: 502, Reason: "upstream_error", Msg: "rouse: revision " + rev.name + " instance refused the upgrade: " + err.Error() + "\n"}, ""})
 	}
 	head := c.buf[c.r : c.r+headLen]
-	out := http1.AppendRequestHead(c.out[:0], head, req, http1.Forwarded{ClientIP: c.ip, Proto: c.proto, Trust: g.cfg.TrustForwarded}, true)
+	out := http1.AppendRequestHead(c.out[:0], head, req, c.fwd(), true)
 	body := reqBody{c: c, start: c.r + headLen, buffered: int(req.Length)}
 	out = append(out, c.buf[body.start:body.start+body.buffered]...)
 	c.out = out
@@ -83,7 +83,7 @@ func (c *conn) tunnel(rev *revision, start time.Time, headLen int) bool {
 	rev.pool.Release(in)
 	d := g.clk.Now().Sub(start)
 	rev.count(101, d)
-	g.logAccess(req, c.remote, rev, in, 101, n, d, cold, werr)
+	g.logAccess(req, c.trace, c.remote, rev, in, 101, n, d, cold, werr)
 	return false
 }
 

@@ -83,6 +83,8 @@ func newGatewayCmd(o *rootOptions) *cobra.Command {
 		tlsDir    string
 		tlsConsul string
 		h2cUp     bool
+		otlp      string
+		sample    float64
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway",
@@ -120,6 +122,14 @@ service:read; service:write for --register).`,
 				defer stop()
 			}
 			cfg.NoH2CUpgrade = !h2cUp
+			if otlp != "" {
+				tp, stop, err := gatewayTracer(otlp, sample, cfg.ID)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				cfg.TracerProvider = tp
+			}
 			scheme := "http"
 			if tlsCert != "" || tlsKey != "" || tlsDir != "" || tlsConsul != "" {
 				var shared certs.Shared
@@ -169,6 +179,8 @@ service:read; service:write for --register).`,
 	f.StringVar(&tlsConsul, "tls-consul-prefix", "", "serve TLS with the pairs in Consul KV under this prefix (<prefix><name>/tls.crt + tls.key), shared by every gateway; needs key:read on it; polled every 2s")
 	f.StringVar(&cfg.RedirectAddr, "redirect-listen", "", "with TLS: a plain-HTTP listener that answers every request 308 to https")
 	f.BoolVar(&h2cUp, "h2c-upgrade", true, "answer HTTP/1.1 requests with Upgrade: h2c by switching to HTTP/2 (turn off behind a proxy that tunnels upgrades)")
+	f.StringVar(&otlp, "otlp-endpoint", envOr(o.Getenv, "ROUSE_OTLP_ENDPOINT", ""), "trace requests: send spans to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (default off; env ROUSE_OTLP_ENDPOINT)")
+	f.Float64Var(&sample, "trace-sample-ratio", 0.1, "with --otlp-endpoint: the share of traces the gateway starts that it samples (a client's traceparent decides for its own)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -188,7 +200,8 @@ and sets it with Nomad's Jobs.Scale. Replicas elect a leader through a Consul lo
 the leader scales.
 
 It needs Nomad (NOMAD_ADDR, NOMAD_TOKEN with read-job and scale-job) and Consul
-(CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN with key:write on rouse/scaler/, session:write,
+(CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN with key:write on rouse/scaler/, rouse/failures/ and
+rouse/journal/, session:write,
 service:read).`,
 		Example: `  rouse scaler
   rouse scaler --namespaces default,shop --admin-listen 127.0.0.1:9091`,

@@ -157,6 +157,54 @@ func TestAppendRequestHead(t *testing.T) {
 	}
 }
 
+// With Forwarded.Traceparent every traceparent line or field (any case) gives way to
+// the one given, in both forwarders; without it they pass as they came.
+func TestTraceparentReplaced(t *testing.T) {
+	raw := "GET / HTTP/1.1\r\nHost: a\r\ntraceparent: one\r\nX-A: 1\r\nTRACEPARENT: two\r\nTraceparentX: keep\r\ntracestate: s\r\n\r\n"
+	var req Request
+	if err := ParseRequest(head(raw), &req); err != nil {
+		t.Fatal(err)
+	}
+	fwd := Forwarded{ClientIP: []byte("127.0.0.1"), Proto: "http", Traceparent: []byte("00-ours")}
+	got := string(AppendRequestHead(nil, head(raw), &req, fwd, false))
+	want := "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nTraceparentX: keep\r\ntracestate: s\r\nTraceparent: 00-ours\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\n\r\n"
+	if got != want {
+		t.Errorf("AppendRequestHead:\n%q\nwant\n%q", got, want)
+	}
+	fwd.Traceparent = nil
+	if got := string(AppendRequestHead(nil, head(raw), &req, fwd, false)); !strings.Contains(got, "traceparent: one\r\n") || !strings.Contains(got, "TRACEPARENT: two\r\n") {
+		t.Errorf("off: %q", got)
+	}
+	o := &Outgoing{Method: "GET", Path: "/", Host: "a", Header: map[string][]string{"Traceparent": {"one", "two"}, "traceparent": {"three"}, "Tracestate": {"s"}}}
+	fwd.Traceparent = []byte("00-ours")
+	out, err := AppendOutgoing(nil, o, fwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(strings.ToLower(string(out)), "traceparent:"); n != 1 || !strings.Contains(string(out), "Traceparent: 00-ours\r\n") || !strings.Contains(string(out), "Tracestate: s\r\n") {
+		t.Errorf("AppendOutgoing: %q", out)
+	}
+}
+
+// FirstValue gives what net/http's Header.Get gives: the first line's value, trimmed,
+// whether or not the line is forwarded.
+func TestFirstValue(t *testing.T) {
+	raw := "GET / HTTP/1.1\r\nHost: a\r\nConnection: traceparent\r\nX-B: 0\r\ntraceparent:  first  \r\nTraceparent: second\r\n\r\n"
+	var req Request
+	if err := ParseRequest(head(raw), &req); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(FirstValue(head(raw), "traceparent")); got != "first" {
+		t.Errorf("FirstValue = %q, want %q", got, "first")
+	}
+	if got := FirstValue(head(raw), "x-missing"); got != nil {
+		t.Errorf("missing: %q", got)
+	}
+	if got := req.KeptValue(head(raw), "traceparent"); got != nil {
+		t.Errorf("a Connection-named field is not kept, yet KeptValue = %q", got)
+	}
+}
+
 func TestChunkScanner(t *testing.T) {
 	valid := []string{
 		"0\r\n\r\n",

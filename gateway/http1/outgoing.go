@@ -59,10 +59,14 @@ func AppendOutgoing(dst []byte, o *Outgoing, fwd Forwarded) ([]byte, error) {
 					xfh = string(vb)
 				}
 			case !h.endToEnd():
+			case fwd.Traceparent != nil && isTraceparent(nb):
 			default:
 				dst = append(append(append(append(dst, name...), ": "...), vb...), "\r\n"...)
 			}
 		}
+	}
+	if fwd.Traceparent != nil {
+		dst = append(append(append(dst, "Traceparent: "...), fwd.Traceparent...), "\r\n"...)
 	}
 	switch o.Body {
 	case Length:

@@ -207,6 +207,28 @@ func (req *Request) KeptValue(head []byte, name string) []byte {
 	return nil
 }
 
+// FirstValue is the value of the first field line of head named name (ASCII
+// case-insensitive), forwarded or not, nil without one: what net/http's Header.Get gives
+// a handler (the gateway's tracing reads the client's traceparent with it, whether or not
+// Connection names it). head is one ParseRequest accepted.
+func FirstValue(head []byte, name string) []byte {
+	fields, eol, ok := startLine(head)
+	if !ok {
+		return nil
+	}
+	for off := eol + 1; off < len(fields); {
+		_, n, value, _, next, ok := field(fields, off)
+		if !ok {
+			return nil
+		}
+		if len(n) == len(name) && equalFold(n, name) {
+			return value
+		}
+		off = next
+	}
+	return nil
+}
+
 // dropNamed removes from keep the lines whose names a Connection header lists, framing
 // headers excepted.
 func dropNamed(head []byte, keep []Span, conn *connTokens) []Span {

@@ -191,6 +191,16 @@ type Forwarded struct {
 	Proto    string // "http" or "https"
 	// Trust keeps the client's X-Forwarded-Proto and -Host (a trusted proxy is in front).
 	Trust bool
+	// Traceparent, when not nil, replaces every traceparent field of the request with
+	// this value (the gateway's own span, with tracing on); nil forwards them as they came.
+	Traceparent []byte
+}
+
+// isTraceparent reports whether a header line (name: value) or a field name is W3C's
+// traceparent, ASCII case-insensitively.
+func isTraceparent(line []byte) bool {
+	const n = len("traceparent")
+	return len(line) >= n && (len(line) == n || line[n] == ':') && equalFold(line[:n], "traceparent")
 }
 
 // AppendRequestHead appends the request head to forward to an instance: an origin-form
@@ -208,7 +218,13 @@ func AppendRequestHead(dst, head []byte, req *Request, fwd Forwarded, upgrade bo
 	dst = append(dst, req.Host...)
 	dst = append(dst, "\r\n"...)
 	for _, s := range req.Keep {
+		if fwd.Traceparent != nil && isTraceparent(head[s.Start:s.End]) {
+			continue
+		}
 		dst = append(append(dst, head[s.Start:s.End]...), "\r\n"...)
+	}
+	if fwd.Traceparent != nil {
+		dst = append(append(append(dst, "Traceparent: "...), fwd.Traceparent...), "\r\n"...)
 	}
 	dst = append(dst, "X-Forwarded-For: "...)
 	for _, s := range req.XFF {

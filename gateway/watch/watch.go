@@ -1,6 +1,8 @@
 // Package watch follows Consul for the gateway with blocking queries only — never polling:
 //
-//   - KV: one recursive blocking list of store.Prefix (routes and revision configs).
+//   - KV: one listing of store.Prefix (routes, revision configs, failure records), then one
+//     blocking list of the small store.JournalPrefix and a read of each record it says
+//     changed (kv.go; the design is in docs/architecture.md).
 //   - Endpoints: one blocking query on the health state of every check tagged "rouse" (plus
 //     node health), which wakes on any registration, deregistration or status change; the
 //     addresses of instances it has not seen yet come from one non-blocking catalog read

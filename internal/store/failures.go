@@ -80,20 +80,12 @@ func (s *Store) PutFailure(ctx context.Context, f Failure) error {
 	if err != nil {
 		return err
 	}
-	key := FailureKey(f.Namespace, f.Revision)
-	if _, err := s.kv.Put(&consulapi.KVPair{Key: key, Value: b}, (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("write %s to consul: %w", key, err)
-	}
-	return nil
+	return s.write(ctx, FailureKey(f.Namespace, f.Revision), &consulapi.KVTxnOp{Verb: consulapi.KVSet, Value: b}, OpPut)
 }
 
 // DeleteFailure removes a revision's failure record (absent is fine).
 func (s *Store) DeleteFailure(ctx context.Context, ns, rev string) error {
-	key := FailureKey(ns, rev)
-	if _, err := s.kv.Delete(key, (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("delete %s from consul: %w", key, err)
-	}
-	return nil
+	return s.write(ctx, FailureKey(ns, rev), &consulapi.KVTxnOp{Verb: consulapi.KVDelete}, OpDelete)
 }
 
 // ListFailures returns every failure record; one that does not decode is skipped.

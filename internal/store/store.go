@@ -2,7 +2,9 @@
 // (latest spec, generation counter, declared traffic and the resolved route) and one
 // immutable config per revision. Every write of a service record is a check-and-set on
 // its ModifyIndex, so concurrent applies never lose an update. The scaler adds a failure
-// record for a revision whose instances failed to start (failures.go).
+// record for a revision whose instances failed to start (failures.go). Every write also
+// journals its key in the same transaction, so gateways read only what changed
+// (journal.go).
 package store
 
 import (
@@ -19,8 +21,8 @@ import (
 	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
-// Prefix is the root of everything rouse keeps in Consul KV. The gateway watches it with
-// one blocking query.
+// Prefix is the root of everything rouse keeps in Consul KV. The gateway lists it once,
+// then follows JournalPrefix.
 const Prefix = "rouse/"
 
 const (
@@ -101,11 +103,20 @@ func Resolve(traffic []TrafficTarget, latestReady string) ([]RouteTarget, error)
 // ErrConflict is returned when a CAS write lost the race more times than retried.
 var errConflict = errors.New("service record changed concurrently too many times")
 
-// Store reads and writes the records.
-type Store struct{ kv *consulapi.KV }
+// Store reads and writes the records. Every write also journals the key (journal.go).
+type Store struct {
+	kv   *consulapi.KV
+	tx   *consulapi.Txn
+	opts Options
+}
 
-// New returns a Store over a Consul client.
-func New(c *consulapi.Client) *Store { return &Store{kv: c.KV()} }
+// New returns a Store over a Consul client, with the default journal settings.
+func New(c *consulapi.Client) *Store { return NewWith(c, Options{}) }
+
+// NewWith returns a Store with opts (tests step its clock and shorten the horizon).
+func NewWith(c *consulapi.Client, opts Options) *Store {
+	return &Store{kv: c.KV(), tx: c.Txn(), opts: opts.withDefaults()}
+}
 
 // GetService returns the record, or nil if the service does not exist.
 func (s *Store) GetService(ctx context.Context, ns, name string) (*Service, error) {
@@ -182,12 +193,12 @@ func (s *Store) UpdateService(ctx context.Context, ns, name string, fn func(cur 
 		if err != nil {
 			return nil, err
 		}
-		ok, _, err := s.kv.CAS(&consulapi.KVPair{Key: ServiceKey(ns, name), Value: b, ModifyIndex: idx}, (&consulapi.WriteOptions{}).WithContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("write %s to consul: %w", ServiceKey(ns, name), err)
-		}
-		if ok {
+		err = s.write(ctx, ServiceKey(ns, name), &consulapi.KVTxnOp{Verb: consulapi.KVCAS, Value: b, Index: idx}, OpPut)
+		if err == nil {
 			return next, nil
+		}
+		if !errors.Is(err, errStale) {
+			return nil, err
 		}
 		select { // lost the race: back off a little so N writers do not spin in lockstep
 		case <-ctx.Done():
@@ -200,10 +211,7 @@ func (s *Store) UpdateService(ctx context.Context, ns, name string, fn func(cur 
 
 // DeleteService removes the record (and so the route: the gateway stops serving the host).
 func (s *Store) DeleteService(ctx context.Context, ns, name string) error {
-	if _, err := s.kv.Delete(ServiceKey(ns, name), (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("delete %s from consul: %w", ServiceKey(ns, name), err)
-	}
-	return nil
+	return s.write(ctx, ServiceKey(ns, name), &consulapi.KVTxnOp{Verb: consulapi.KVDelete}, OpDelete)
 }
 
 // PutRevision writes a revision's config. Revisions are immutable; re-writing is harmless.
@@ -212,18 +220,12 @@ func (s *Store) PutRevision(ctx context.Context, c revmeta.Config) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.kv.Put(&consulapi.KVPair{Key: RevisionKey(c.Namespace, c.Revision), Value: b}, (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("write %s to consul: %w", RevisionKey(c.Namespace, c.Revision), err)
-	}
-	return nil
+	return s.write(ctx, RevisionKey(c.Namespace, c.Revision), &consulapi.KVTxnOp{Verb: consulapi.KVSet, Value: b}, OpPut)
 }
 
 // DeleteRevision removes a revision's config.
 func (s *Store) DeleteRevision(ctx context.Context, ns, rev string) error {
-	if _, err := s.kv.Delete(RevisionKey(ns, rev), (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("delete %s from consul: %w", RevisionKey(ns, rev), err)
-	}
-	return nil
+	return s.write(ctx, RevisionKey(ns, rev), &consulapi.KVTxnOp{Verb: consulapi.KVDelete}, OpDelete)
 }
 
 // Snapshot is everything under Prefix, decoded: what the gateway builds its table from.
@@ -239,29 +241,63 @@ func Decode(pairs consulapi.KVPairs) (snap Snapshot, errs []error) {
 	snap.Revisions = map[string]revmeta.Config{}
 	snap.Failures = map[string]Failure{}
 	for _, p := range pairs {
+		rec, ok, err := DecodeRecord(p)
 		switch {
-		case strings.HasPrefix(p.Key, servicesPrefix):
-			svc, err := decodeService(p)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			snap.Services = append(snap.Services, svc)
-		case strings.HasPrefix(p.Key, revisionsPrefix):
-			var c revmeta.Config
-			if err := json.Unmarshal(p.Value, &c); err != nil {
-				errs = append(errs, fmt.Errorf("consul key %s: %w", p.Key, err))
-				continue
-			}
-			snap.Revisions[c.Namespace+"/"+c.Revision] = c
-		case strings.HasPrefix(p.Key, failuresPrefix):
-			f, err := decodeFailure(p)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			snap.Failures[f.Namespace+"/"+f.Revision] = f
+		case !ok:
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			rec.AddTo(&snap)
 		}
 	}
 	return snap, errs
+}
+
+// Record is one decoded record of a Snapshot: exactly one field is set.
+type Record struct {
+	Service  *Service
+	Revision *revmeta.Config
+	Failure  *Failure
+}
+
+// AddTo puts the record into snap (whose maps must be made).
+func (r Record) AddTo(snap *Snapshot) {
+	switch {
+	case r.Service != nil:
+		snap.Services = append(snap.Services, r.Service)
+	case r.Revision != nil:
+		snap.Revisions[r.Revision.Namespace+"/"+r.Revision.Revision] = *r.Revision
+	case r.Failure != nil:
+		snap.Failures[r.Failure.Namespace+"/"+r.Failure.Revision] = *r.Failure
+	}
+}
+
+// IsRecordKey says whether key holds a record of a Snapshot (a service record, a
+// revision config or a failure record).
+func IsRecordKey(key string) bool {
+	return strings.HasPrefix(key, servicesPrefix) || strings.HasPrefix(key, revisionsPrefix) || strings.HasPrefix(key, failuresPrefix)
+}
+
+// DecodeRecord decodes one pair of a listing of Prefix; ok is false for a key that holds
+// no record (the journal, the scaler's lock).
+func DecodeRecord(p *consulapi.KVPair) (rec Record, ok bool, err error) {
+	switch {
+	case strings.HasPrefix(p.Key, servicesPrefix):
+		rec.Service, err = decodeService(p)
+	case strings.HasPrefix(p.Key, revisionsPrefix):
+		var c revmeta.Config
+		if err = json.Unmarshal(p.Value, &c); err != nil {
+			err = fmt.Errorf("consul key %s: %w", p.Key, err)
+		} else {
+			rec.Revision = &c
+		}
+	case strings.HasPrefix(p.Key, failuresPrefix):
+		var f Failure
+		if f, err = decodeFailure(p); err == nil {
+			rec.Failure = &f
+		}
+	default:
+		return Record{}, false, nil
+	}
+	return rec, true, err
 }

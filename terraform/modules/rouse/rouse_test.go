@@ -36,6 +36,7 @@ import (
 	"github.com/rouse-run/rouse/internal/harness/agents"
 	"github.com/rouse-run/rouse/internal/harness/poll"
 	"github.com/rouse-run/rouse/internal/harness/testcluster"
+	"github.com/rouse-run/rouse/internal/store"
 )
 
 var cluster *testcluster.Cluster
@@ -91,6 +92,23 @@ func TestModuleDeploysRouseThatServesAndScalesHello(t *testing.T) {
 	// consul_acl_policy + consul_acl_token, gateway and scaler.
 	gatewayToken := consulToken(t, gatewayJob, "policies/gateway.consul.hcl")
 	scalerToken := consulToken(t, scalerJob, "policies/scaler.consul.hcl")
+	// The scaler records a revision whose instances fail to start (store.PutFailure: the
+	// record and its journal entry in one transaction) with its own token.
+	{
+		cc := consulapi.DefaultConfig()
+		cc.Address, cc.Token = cluster.ConsulAddr, scalerToken
+		c, err := consulapi.NewClient(cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := store.Failure{Namespace: ns, Revision: "acl-check-00001", Reason: "exit 1", At: time.Now(), RetryAt: time.Now().Add(time.Minute)}
+		if err := store.New(c).PutFailure(context.Background(), f); err != nil {
+			t.Fatalf("the scaler's token cannot write a failure record: %v", err)
+		}
+		if err := store.New(c).DeleteFailure(context.Background(), ns, f.Revision); err != nil {
+			t.Fatalf("the scaler's token cannot delete a failure record: %v", err)
+		}
+	}
 
 	// nomad_acl_policy.scaler: the rendered template, attached to the scaler job.
 	rules := renderTemplate(t, "policies/scaler.nomad.hcl.tftpl", map[string]cty.Value{"namespaces": mod.vars["managed_namespaces"]})
