@@ -148,6 +148,13 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 				DelayFunction: ptr("exponential"),
 				MaxDelay:      ptr(rescheduleMax),
 			},
+			// Alloc health (which only node drains read, without deployments) from the task
+			// states, not the checks: with "checks" each starting allocation's health
+			// tracker lists every service and check of the Consul agent twice a second
+			// until healthy, and a wake of 100 revisions slowed Nomad's own registration
+			// of their services (make bench-wake). The gateway routes on its probe and the
+			// Consul check either way.
+			Migrate: &nomadapi.MigrateStrategy{HealthCheck: ptr("task_states")},
 			Networks: []*nomadapi.NetworkResource{{
 				DynamicPorts: []nomadapi.Port{port},
 			}},

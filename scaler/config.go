@@ -22,6 +22,7 @@ const (
 	DefaultLockDelay      = time.Millisecond
 	DefaultGatewayTimeout = time.Second
 	DefaultParallelScales = 16
+	DefaultMaxNomadConns  = 64
 )
 
 // Config is everything `rouse scaler` takes.
@@ -49,6 +50,10 @@ type Config struct {
 	CheckTTL       time.Duration // the liveness check a crashed leader stops passing. Default 5 s.
 	LockDelay      time.Duration // Consul lock-delay after a leader's session dies. Default 1 ms: Consul's own 15 s default would push takeover past 15 s.
 	ParallelScales int           // Jobs.Scale / count reads in flight at once. Default 16.
+	// MaxNomadConns bounds the requests in flight to Nomad, blocking queries included: under
+	// Nomad's limits.http_max_conns_per_client (default 100), which counts every connection
+	// from the scaler's address. Default 64.
+	MaxNomadConns int
 }
 
 func (c Config) withDefaults() Config {
@@ -88,6 +93,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ParallelScales <= 0 {
 		c.ParallelScales = DefaultParallelScales
+	}
+	if c.MaxNomadConns <= 0 {
+		c.MaxNomadConns = DefaultMaxNomadConns
 	}
 	return c
 }

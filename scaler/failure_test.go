@@ -137,6 +137,7 @@ type fakeAllocs struct {
 	stderr  string
 	changed chan struct{}
 	queries int
+	flight  *inFlight // non-nil: counts queries in flight
 }
 
 var _ allocsAPI = (*fakeAllocs)(nil)
@@ -152,15 +153,22 @@ func (f *fakeAllocs) set(allocs ...*nomadapi.AllocationListStub) {
 	f.changed = make(chan struct{})
 }
 
-func (f *fakeAllocs) Allocations(ctx context.Context, _ jobKey, wait uint64) ([]*nomadapi.AllocationListStub, uint64, error) {
+func (f *fakeAllocs) Allocations(ctx context.Context, _ jobKey, wait uint64, waitFor time.Duration) ([]*nomadapi.AllocationListStub, uint64, error) {
+	if f.flight != nil {
+		defer f.flight.enter()()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.queries++
+	timeout := time.After(waitFor) // like Nomad's WaitTime (the real clock: tests step a fake one)
 	for wait != 0 && wait == f.index {
 		ch := f.changed
 		f.mu.Unlock()
 		select {
 		case <-ch:
+		case <-timeout:
+			f.mu.Lock()
+			return append([]*nomadapi.AllocationListStub(nil), f.allocs...), f.index, nil
 		case <-ctx.Done():
 			f.mu.Lock()
 			return nil, 0, ctx.Err()

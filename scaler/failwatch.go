@@ -28,8 +28,8 @@ import (
 // allocsAPI is the part of Nomad the failure watch uses.
 type allocsAPI interface {
 	// Allocations lists a job's allocations and the answer's index; with waitIndex > 0 it
-	// is a blocking query that answers once the index passes waitIndex.
-	Allocations(ctx context.Context, job jobKey, waitIndex uint64) ([]*nomadapi.AllocationListStub, uint64, error)
+	// is a blocking query that answers once the index passes waitIndex, or after wait.
+	Allocations(ctx context.Context, job jobKey, waitIndex uint64, wait time.Duration) ([]*nomadapi.AllocationListStub, uint64, error)
 	// StderrHead returns up to max bytes from the start of the app task's stderr in alloc.
 	StderrHead(ctx context.Context, job jobKey, alloc *nomadapi.AllocationListStub, max int) ([]byte, error)
 }
@@ -49,8 +49,8 @@ var (
 // allocWait bounds one blocking allocation query; Nomad answers earlier on any change.
 const allocWait = 30 * time.Second
 
-func (n nomadJobs) Allocations(ctx context.Context, job jobKey, waitIndex uint64) ([]*nomadapi.AllocationListStub, uint64, error) {
-	q := (&nomadapi.QueryOptions{Namespace: job.ns, WaitIndex: waitIndex, WaitTime: allocWait}).WithContext(ctx)
+func (n nomadJobs) Allocations(ctx context.Context, job jobKey, waitIndex uint64, wait time.Duration) ([]*nomadapi.AllocationListStub, uint64, error) {
+	q := (&nomadapi.QueryOptions{Namespace: job.ns, WaitIndex: waitIndex, WaitTime: wait}).WithContext(ctx)
 	stubs, qm, err := n.c.Jobs().Allocations(job.id, false, q)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list allocations of %s: %w", job.id, err)
@@ -131,7 +131,7 @@ func (s *Scaler) watchAllocs(ctx context.Context, r *revision, w *allocWatch) {
 			}
 		},
 	}, func(ctx context.Context, index uint64) (uint64, error) {
-		allocs, next, err := s.allocs.Allocations(ctx, r.job, index)
+		allocs, next, err := s.conns.allocations(ctx, s.allocs, r.job, index)
 		if err != nil {
 			if scaleErrorKind(err) == "job_gone" {
 				w.stop()
@@ -166,7 +166,8 @@ func (s *Scaler) watchAllocs(ctx context.Context, r *revision, w *allocWatch) {
 // why, takes the count to 0 and starts the backoff.
 func (s *Scaler) revisionFailed(ctx context.Context, r *revision, a *nomadapi.AllocationListStub) {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	head, err := s.allocs.StderrHead(rctx, r.job, a, stderrHead)
+	var head []byte
+	err := s.conns.do(rctx, func() (err error) { head, err = s.allocs.StderrHead(rctx, r.job, a, stderrHead); return err })
 	cancel()
 	if err != nil {
 		s.log.Debug("could not read the failed task's stderr", zap.String("job", r.job.id), zap.String("alloc", a.ID), zap.Error(err))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +31,20 @@ type fakeNomad struct {
 	lists    int
 	blocked  int // List calls waiting for the index to move
 	changed  chan struct{}
+	// flight (non-nil) counts Scale calls in flight, which take scaleDelay outside the lock
+	// (set both before the scaler runs).
+	flight     *inFlight
+	scaleDelay time.Duration
+}
+
+// inFlight counts a fake's requests in flight and the most there were at once.
+type inFlight struct{ now, peak atomic.Int64 }
+
+func (f *inFlight) enter() (leave func()) {
+	n := f.now.Add(1)
+	for p := f.peak.Load(); n > p && !f.peak.CompareAndSwap(p, n); p = f.peak.Load() {
+	}
+	return func() { f.now.Add(-1) }
 }
 
 type fakeJob struct {
@@ -183,6 +198,10 @@ func (f *fakeNomad) Job(ctx context.Context, k jobKey) (*nomadapi.JobListStub, i
 }
 
 func (f *fakeNomad) Scale(ctx context.Context, k jobKey, n int, msg string, meta map[string]any) (uint64, error) {
+	if f.flight != nil {
+		defer f.flight.enter()()
+		time.Sleep(f.scaleDelay)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c := scaleCall{k, n, msg, meta, time.Now()}

@@ -56,7 +56,8 @@ type Scaler struct {
 	cfg     Config
 	log     *zap.Logger
 	clock   clock.Clock
-	jobs    jobsAPI
+	jobs    jobsAPI     // inside conns
+	conns   *nomadConns // the budget of requests in flight to Nomad
 	gws     gatewaySource
 	allocs  allocsAPI    // nil: failed wakes are not detected (tests of other things)
 	fails   failureStore // nil: failures are not published
@@ -112,9 +113,10 @@ func New(cfg Config) (*Scaler, error) {
 // newScaler builds a replica on any Nomad and gateway source; New adds the Consul elector.
 func newScaler(cfg Config, jobs jobsAPI, gws gatewaySource) (*Scaler, error) {
 	cfg = cfg.withDefaults()
+	conns := newNomadConns(cfg.MaxNomadConns)
 	s := &Scaler{
 		cfg: cfg, log: cfg.Logger.With(zap.String("replica", cfg.ID)), clock: cfg.Clock,
-		jobs: jobs, gws: gws,
+		jobs: gatedJobs{jobs, conns}, conns: conns, gws: gws,
 		http: &http.Client{Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
 			MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute,
