@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rouse-run/rouse/cmd/rouse/devd"
+	"github.com/rouse-run/rouse/console"
 	"github.com/rouse-run/rouse/control"
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/gateway/certs"
@@ -33,9 +34,11 @@ type devOptions struct {
 	scalerListen string
 	// internalListen is the gateway's internal listener (a free loopback port by default).
 	internalListen string
-	examples       []string
-	vars           []string
-	tls            bool
+	// consoleListen is `rouse console`'s address ("" = no console).
+	consoleListen string
+	examples      []string
+	vars          []string
+	tls           bool
 }
 
 // newDevCmd runs the whole platform on this machine: Consul and Nomad dev agents, the
@@ -63,6 +66,7 @@ every job so no instance is left behind, and stops the agents.`,
 	f.StringVar(&d.adminListen, "admin-listen", "127.0.0.1:9090", "gateway admin listener (/gauges, /metrics)")
 	f.StringVar(&d.scalerListen, "scaler-listen", "127.0.0.1:9091", "scaler admin listener (/metrics)")
 	f.StringVar(&d.internalListen, "internal-listen", "127.0.0.1:0", "gateway internal listener: every service under --internal-domain, internal services only there (default a free loopback port, printed)")
+	f.StringVar(&d.consoleListen, "console-listen", console.DefaultListen, "the web console (rouse console); empty: none")
 	f.StringArrayVarP(&d.examples, "file", "f", nil, "service spec (file or folder) to apply once the platform is up; repeatable")
 	f.StringArrayVar(&d.vars, "var", nil, "variable for the specs, name=value; repeatable")
 	f.BoolVar(&d.tls, "tls", false, "serve the gateway over TLS (HTTP/2 and HTTP/1.1) with a certificate made for *.<namespace>.<domain>, signed by a CA of its own in <dir>/tls/ca.crt")
@@ -91,7 +95,11 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 	if _, err := agents.FindBinaries(); err != nil {
 		return err
 	}
-	for _, addr := range []string{d.listen, d.adminListen, d.scalerListen} {
+	addrs := []string{d.listen, d.adminListen, d.scalerListen}
+	if d.consoleListen != "" {
+		addrs = append(addrs, d.consoleListen)
+	}
+	for _, addr := range addrs {
 		if err := agents.CheckPortFree(addr); err != nil {
 			return err
 		}
@@ -130,6 +138,14 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 	var gwi *gateway.Gateway
 	gw := devd.GatewayDaemon(gcfg, func(g *gateway.Gateway) { gwi = g })
 	sc := devd.ScalerDaemon(scaler.Config{Logger: logger.Named("scaler"), AdminAddr: d.scalerListen, ID: "dev"}, nil)
+	daemons := []devenv.Daemon{gw, sc}
+	if d.consoleListen != "" {
+		daemons = append(daemons, devd.ConsoleDaemon(console.Config{Listen: d.consoleListen, Namespace: o.Namespace, Logger: logger.Named("console")},
+			func() control.Config { // after the gateway: its internal port is known
+				_, internalPort, _ := net.SplitHostPort(gwi.InternalAddr())
+				return control.Config{Domain: urlDomain, InternalDomain: o.InternalDomain + ":" + internalPort}
+			}))
+	}
 	deploy := func(ctx context.Context, p devenv.Platform) ([]string, error) {
 		_, internalPort, _ := net.SplitHostPort(gwi.InternalAddr())
 		internalURLDomain := o.InternalDomain + ":" + internalPort
@@ -177,12 +193,15 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 			}
 			hints = append(hints, "rouse logs "+spec.Name+" -f    # its output, as requests arrive")
 		}
+		if d.consoleListen != "" {
+			hints = append(hints, "open http://"+d.consoleListen+"/    # the web console (rouse console)")
+		}
 		hints = append(hints, "rouse list", "rouse apply -f examples/autoscale/service.hcl -var bin=$PWD/bin")
 		return hints, nil
 	}
 	return devenv.Run(ctx, devenv.Config{
 		Dir: d.dir, ConsulPort: d.consulPort, NomadPort: d.nomadPort,
-		Daemons: []devenv.Daemon{gw, sc}, Deploy: deploy, Out: o.Stdout, Logger: logger,
+		Daemons: daemons, Deploy: deploy, Out: o.Stdout, Logger: logger,
 	})
 }
 

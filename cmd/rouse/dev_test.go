@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -26,18 +27,19 @@ import (
 // devArgs are the flags of a `rouse dev` that collides with nothing else on the machine.
 func devArgs(t *testing.T, dir string) []string {
 	t.Helper()
-	ports, err := agents.FreePorts(5)
+	ports, err := agents.FreePorts(6)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return []string{"dev", "--dir", dir,
 		"--consul-port", strconv.Itoa(ports[0]), "--nomad-port", strconv.Itoa(ports[1]),
 		"--listen", "127.0.0.1:" + strconv.Itoa(ports[2]), "--admin-listen", "127.0.0.1:" + strconv.Itoa(ports[3]),
-		"--scaler-listen", "127.0.0.1:" + strconv.Itoa(ports[4])}
+		"--scaler-listen", "127.0.0.1:" + strconv.Itoa(ports[4]), "--console-listen", "127.0.0.1:" + strconv.Itoa(ports[5])}
 }
 
 // TestDevUpAndSIGTERM: `rouse dev` brings the platform up with an example in under 30 s,
-// serves it through the gateway, and on SIGTERM exits 0 leaving no agent, alloc or
+// serves it through the gateway, prints the web console's URL, which lists the example, and
+// on SIGTERM exits 0 leaving no agent, alloc or
 // workload process behind.
 func TestDevUpAndSIGTERM(t *testing.T) {
 	dir := t.TempDir()
@@ -47,6 +49,21 @@ func TestDevUpAndSIGTERM(t *testing.T) {
 		t.Errorf("rouse dev took %s to come up, want < 30 s", d.up)
 	}
 	d.get(t)
+	if d.consoleURL == "" {
+		t.Fatal("rouse dev printed no console line")
+	}
+	poll.Until(t, 20*time.Second, "the console listing hello", func() error {
+		resp, err := http.Get(d.consoleURL)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), `data-service="default/hello"`) {
+			return fmt.Errorf("%d, no hello in %.300s", resp.StatusCode, body)
+		}
+		return nil
+	})
 	d.stop(t, dir)
 }
 
@@ -110,6 +127,7 @@ type devRun struct {
 	pids               []int
 	curlHost, curlAddr string
 	caFile             string // with --tls: the CA the printed curl line trusts
+	consoleURL         string
 	up                 time.Duration
 }
 
@@ -157,6 +175,7 @@ func startDev(t *testing.T, dir string, extra ...string) *devRun {
 	var out strings.Builder
 	pidRe := regexp.MustCompile(`pid (\d+)\)`)
 	curlRe := regexp.MustCompile(`curl -H 'Host: ([^']+)' http://([^/]+)/`)
+	consoleRe := regexp.MustCompile(`^\s*console\s+(http://\S+)\s+\(web\)`)
 	tlsRe := regexp.MustCompile(`curl --cacert (\S+) --resolve ([^:]+):(\d+):127\.0\.0\.1 https://`)
 	timeout := time.After(60 * time.Second)
 ready:
@@ -173,6 +192,9 @@ ready:
 			}
 			if m := curlRe.FindStringSubmatch(l); m != nil {
 				d.curlHost, d.curlAddr = m[1], m[2]
+			}
+			if m := consoleRe.FindStringSubmatch(l); m != nil {
+				d.consoleURL = m[1]
 			}
 			if m := tlsRe.FindStringSubmatch(l); m != nil {
 				d.caFile, d.curlHost, d.curlAddr = m[1], m[2], "127.0.0.1:"+m[3]

@@ -88,7 +88,7 @@ NOMAD_NAMESPACE, CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN, or from the flags below
 		c.GroupID = "deploy"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newListCmd(o), newDescribeCmd(o), newRevisionsCmd(o), newLogsCmd(o)} {
+	for _, c := range []*cobra.Command{newListCmd(o), newDescribeCmd(o), newRevisionsCmd(o), newLogsCmd(o), newConsoleCmd(o)} {
 		c.GroupID = "read"
 		root.AddCommand(c)
 	}

@@ -335,6 +335,9 @@ func nomadLeaderKilled(tb testing.TB, sc scale) {
 	if o.Errors+o.Shed != 0 {
 		tb.Errorf("%d requests failed: %v", o.Errors+o.Shed, o.errors)
 	}
+	// Three servers again for the next fault: with two, one starved a moment on this
+	// shared machine is a lost quorum.
+	fatalIf(tb, p.c.RestartNomadServer(context.Background(), old))
 }
 
 // nodePaused: a worker with one of steady's instances is paused (SIGSTOP) for sc.pause
@@ -359,7 +362,17 @@ func nodePaused(tb testing.TB, sc scale) {
 	time.Sleep(sc.warm)
 	paused := time.Now()
 	p.c.Pause(victim)
-	time.Sleep(sc.pause)
+	// While it is paused: when Consul stops listing its instance as passing, and when
+	// Nomad marks the node down.
+	var consulOut, nomadDown time.Duration
+	for end := paused.Add(sc.pause); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if s, err := p.passing(steady); err == nil && s[victim.Name] == 0 && consulOut == 0 {
+			consulOut = time.Since(paused)
+		}
+		if nd, _, err := p.c.Nomad.Nodes().Info(victim.Nomad.NodeID(), nil); err == nil && nd.Status == "down" && nomadDown == 0 {
+			nomadDown = time.Since(paused)
+		}
+	}
 	p.c.Resume(victim)
 	took := poll.Until(tb, 120*time.Second, "steady back to 3 passing instances", func() error {
 		s, err := p.passing(steady)
@@ -371,9 +384,19 @@ func nodePaused(tb testing.TB, sc scale) {
 		}
 		return nil
 	})
+	recovered := time.Since(paused)
 	time.Sleep(sc.hold)
 	l.finish()
 	o := l.outcome(0)
-	p.record(tb, fmt.Sprintf("worker paused %v", sc.pause), o, time.Since(paused),
-		fmt.Sprintf("back to 3 instances %v after resume", took.Round(100*time.Millisecond)))
+	p.record(tb, fmt.Sprintf("worker paused %v", sc.pause), o, recovered,
+		fmt.Sprintf("Consul dropped its instance after %s, Nomad marked it down after %s; 3 passing %v after resume",
+			seen(consulOut), seen(nomadDown), took.Round(100*time.Millisecond)))
+}
+
+// seen is a duration observed, or "never".
+func seen(d time.Duration) string {
+	if d == 0 {
+		return "never"
+	}
+	return d.Round(100 * time.Millisecond).String()
 }

@@ -9,6 +9,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rouse-run/rouse/console"
+	"github.com/rouse-run/rouse/control"
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/internal/harness/devenv"
 	"github.com/rouse-run/rouse/scaler"
@@ -46,6 +48,22 @@ func ScalerDaemon(cfg scaler.Config, started func(*scaler.Scaler)) devenv.Daemon
 			started(s)
 		}
 		return s.Run, map[string]string{"admin": "http://" + s.AdminAddr()}, nil
+	}}
+}
+
+// ConsoleDaemon runs `rouse console` with cfg on the platform's Nomad and Consul. settings
+// gives the control plane's settings (the URL domains, which may depend on the daemons
+// started before it); the clients are the platform's.
+func ConsoleDaemon(cfg console.Config, settings func() control.Config) devenv.Daemon {
+	return devenv.Daemon{Name: "console", Start: func(_ context.Context, p devenv.Platform) (func(context.Context) error, map[string]string, error) {
+		ctl := settings()
+		ctl.Nomad, ctl.Consul, ctl.NomadAddr, ctl.ConsulAddr = p.Nomad, p.Consul, p.NomadAddr, "http://"+p.ConsulAddr
+		cfg.Control = control.New(ctl)
+		c, err := console.New(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c.Run, map[string]string{"web": c.URL()}, nil
 	}}
 }
 

@@ -112,6 +112,31 @@ type Nomad struct {
 
 	dataDir string
 	nodeID  string
+	bin     string
+	args    []string
+	logFile string
+}
+
+// Restart starts a server again with its config and data once its process has ended
+// (Kill, Stop): it rejoins the others with its Raft state. It returns once the agent's
+// API answers.
+func (n *Nomad) Restart(ctx context.Context) error {
+	if ok, _ := n.Exited(); !ok {
+		return fmt.Errorf("nomad %s: restart of a running agent", n.Name)
+	}
+	p, err := start("nomad", n.bin, n.logFile, n.args...)
+	if err != nil {
+		return err
+	}
+	n.Process = p
+	cl, err := n.Client()
+	if err != nil {
+		return err
+	}
+	return waitFor(ctx, p, "the Nomad agent's API", 30*time.Second, func() bool {
+		_, err := cl.Agent().Self()
+		return err == nil
+	})
 }
 
 // NodeID is a client's (or dev agent's) node ID; "" for a server.
@@ -202,12 +227,13 @@ consul { address = %q  token = %q }
 	if o.Role == RoleDev {
 		args = []string{"agent", "-dev", "-config", cfgFile}
 	}
-	p, err := start("nomad", o.Bin, filepath.Join(o.Dir, "nomad.log"), args...)
+	logFile := filepath.Join(o.Dir, "nomad.log")
+	p, err := start("nomad", o.Bin, logFile, args...)
 	if err != nil {
 		return nil, err
 	}
 	n := &Nomad{Process: p, Addr: "http://127.0.0.1:" + strconv.Itoa(o.HTTPPort), RPCAddr: "127.0.0.1:" + strconv.Itoa(ports[1]),
-		SerfAddr: "127.0.0.1:" + strconv.Itoa(ports[2]), Name: o.Name, dataDir: dataDir}
+		SerfAddr: "127.0.0.1:" + strconv.Itoa(ports[2]), Name: o.Name, dataDir: dataDir, bin: o.Bin, args: args, logFile: logFile}
 	fail := func(err error) (*Nomad, error) { p.Stop(10 * time.Second); return nil, err }
 	cl, err := n.Client()
 	if err != nil {

@@ -355,6 +355,15 @@ func (c *Cluster) KillNomadLeader() (*agents.Nomad, error) {
 	return l, nil
 }
 
+// RestartNomadServer starts a killed server again and waits until the servers have a
+// leader: the cluster is whole for the next fault.
+func (c *Cluster) RestartNomadServer(ctx context.Context, s *agents.Nomad) error {
+	if err := s.Restart(ctx); err != nil {
+		return err
+	}
+	return c.WaitNomadLeader(ctx, "")
+}
+
 // Nodes are the workers and edges, in that order.
 func (c *Cluster) Nodes() []*Node { return append(append([]*Node{}, c.Workers...), c.Edges...) }
 

@@ -1,12 +1,14 @@
 package multinode
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"syscall"
 	"testing"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/rouse-run/rouse/internal/harness/poll"
@@ -16,9 +18,10 @@ import (
 // and Nomad (edges in their pool), a job's instances spread over the workers on ports of
 // each node's own range, a lost node's agents and workloads are dead at once and Nomad
 // places its instance elsewhere, a paused node's processes are stopped and run again on
-// Resume, and Stop leaves no process behind.
+// Resume, a killed Nomad leader is replaced and rejoins when restarted, a restarted Consul
+// server keeps its KV, and Stop leaves no process behind.
 func TestCluster(t *testing.T) {
-	c, err := Start(Options{Workers: 3, Edges: 1})
+	c, err := Start(Options{Workers: 3, Edges: 1, NomadServers: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,22 +136,71 @@ func TestCluster(t *testing.T) {
 		if n == nil {
 			t.Fatal("no surviving worker runs a workload")
 		}
+		work := n.Nomad.Workloads()
 		c.Pause(n)
-		if st := procState(n.Nomad.PID()); st != "T" {
-			t.Errorf("paused agent in state %q", st)
-		}
-		for _, pid := range n.Nomad.Workloads() {
-			if st := procState(pid); st != "T" {
-				t.Errorf("paused workload %d in state %q", pid, st)
+		// SIGSTOP takes effect a moment after it is sent.
+		poll.Until(t, 5*time.Second, "the paused node's processes stopped", func() error {
+			for _, pid := range append([]int{n.Nomad.PID(), n.Consul.PID()}, work...) {
+				if st := procState(pid); st != "T" {
+					return fmt.Errorf("pid %d in state %q", pid, st)
+				}
 			}
-		}
+			return nil
+		})
 		c.Resume(n)
 		if st := procState(n.Nomad.PID()); st == "T" {
 			t.Error("agent still stopped after Resume")
 		}
 	})
 
-	all := append([]int{}, c.ConsulServer.PID(), c.NomadServers[0].PID())
+	t.Run("servers", func(t *testing.T) {
+		// The Nomad leader killed: another leads; restarted, it rejoins (3 alive).
+		old, err := c.KillNomadLeader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitNomadLeader(context.Background(), old.RPCAddr); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RestartNomadServer(context.Background(), old); err != nil {
+			t.Fatal(err)
+		}
+		poll.Until(t, 30*time.Second, "3 alive Nomad servers", func() error {
+			ms, err := c.Nomad.Agent().Members()
+			if err != nil {
+				return err
+			}
+			alive := 0
+			for _, m := range ms.Members {
+				if m.Status == "alive" {
+					alive++
+				}
+			}
+			if alive != 3 {
+				return fmt.Errorf("%d alive", alive)
+			}
+			return nil
+		})
+		// The Consul server restarted keeps its KV.
+		if _, err := c.Consul.KV().Put(&consulapi.KVPair{Key: "multinode/test", Value: []byte("kept")}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.RestartConsulServer(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		poll.Until(t, 10*time.Second, "the KV written before the restart", func() error {
+			kv, _, err := c.Consul.KV().Get("multinode/test", nil)
+			if err != nil || kv == nil || string(kv.Value) != "kept" {
+				return fmt.Errorf("%v %v", kv, err)
+			}
+			return nil
+		})
+	})
+
+	all := []int{c.ConsulServer.PID()}
+	for _, s := range c.NomadServers {
+		all = append(all, s.PID())
+	}
 	for _, n := range c.Nodes() {
 		all = append(all, n.Nomad.PID(), n.Consul.PID())
 		all = append(all, n.Nomad.Workloads()...)
