@@ -78,8 +78,15 @@ func writeSVG(w io.Writer, r *report) error {
 		{name: "desired (group count)", color: "#ff7f0e", steps: true, ys: col(func(x row) float64 { return inst(x.Desired) })},
 		{name: "ready (running allocs)", color: "#9467bd", steps: true, dash: true, ys: col(func(x row) float64 { return inst(x.Ready) })},
 	}}
+	if r.NewRevision != "" {
+		instances.title = "Instances (Nomad): old revision, and " + r.NewRevision + " from the rollout"
+		instances.series[0].name, instances.series[1].name = "old desired", "old ready"
+		instances.series = append(instances.series,
+			series{name: "new desired", color: "#8c564b", steps: true, ys: col(func(x row) float64 { return inst(x.NewDesired) })},
+			series{name: "new ready", color: "#e377c2", steps: true, dash: true, ys: col(func(x row) float64 { return inst(x.NewReady) })})
+	}
 	latency := panel{title: "Latency of 2xx answers by second sent (ms)", top: headerH + 2*(panelH+panelGap),
-		hline: float64(SLA) / float64(time.Millisecond), hlabel: fmt.Sprintf("SLA p95 ≤ %s ms", ms(SLA)),
+		hline: float64(r.sla()) / float64(time.Millisecond), hlabel: fmt.Sprintf("SLA p95 ≤ %s ms", ms(r.sla())),
 		series: []series{
 			{name: "p50", color: "#17becf", ys: col(func(x row) float64 { return msOf(x.P50, x.OK) })},
 			{name: "p95", color: "#d62728", ys: col(func(x row) float64 { return msOf(x.P95, x.OK) })},
@@ -113,6 +120,7 @@ func writeSVG(w io.Writer, r *report) error {
 	fmt.Fprintf(&b, `<text x="%d" y="62" fill="#444">%s</text>`+"\n", padLeft, esc(subtitle(r)))
 	for _, p := range []*panel{&load, &instances, &latency} {
 		drawPanel(&b, p, r.Steps, n)
+		drawEvents(&b, p, r.Events, n, p == &load)
 	}
 	// The shared time axis under the last panel.
 	xt := niceStep(float64(n), 12)
@@ -164,7 +172,7 @@ func drawPanel(b *strings.Builder, p *panel, steps []step, n int) {
 	if p.title == "Load (requests per second)" {
 		for _, s := range steps {
 			x0, x1 := xAt(float64(s.From), n), xAt(float64(s.To), n)
-			fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#777">%g rps</text>`+"\n", (x0+x1)/2, top+14, s.RPS)
+			fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#777">%s</text>`+"\n", (x0+x1)/2, top+14, esc(s.label()))
 		}
 	}
 	if p.hline > 0 {
@@ -208,6 +216,17 @@ func drawPanel(b *strings.Builder, p *panel, steps []step, n int) {
 		}
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="%g"%s/>`+"\n", lx+8, y-4, lx+30, y-4, s.color, w, dash)
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f">%s</text>`+"\n", lx+36, y, esc(s.name))
+	}
+}
+
+// drawEvents marks each event with a vertical line across the panel, labelled in the first.
+func drawEvents(b *strings.Builder, p *panel, events []event, n int, label bool) {
+	for i, e := range events {
+		x := xAt(e.At, n)
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#000" stroke-dasharray="2 3"/>`+"\n", x, p.top, x, p.top+panelH)
+		if label {
+			fmt.Fprintf(b, `<text x="%.1f" y="%.1f" fill="#000">%s</text>`+"\n", x+3, p.top+30+float64(14*i), esc(e.Label))
+		}
 	}
 }
 

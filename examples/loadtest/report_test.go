@@ -102,7 +102,7 @@ func TestSVGIsWellFormed(t *testing.T) {
 func TestCSV(t *testing.T) {
 	var buf bytes.Buffer
 	r := synthetic(false)
-	if err := writeCSV(&buf, r.Rows); err != nil {
+	if err := writeCSV(&buf, r.Rows, false); err != nil {
 		t.Fatal(err)
 	}
 	recs, err := csv.NewReader(&buf).ReadAll()
