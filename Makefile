@@ -2,11 +2,12 @@
 NOMAD_VERSION       := 1.11.1
 CONSUL_VERSION      := 1.21.0
 STATICCHECK_VERSION := 0.8.2
+TRAEFIK_VERSION     := 3.7.13
 GO                  ?= go
 BIN                 := $(CURDIR)/bin
 export PATH         := $(BIN):$(PATH)
 
-.PHONY: all build examples tools docker dev dev-image test test-race vet lint fmt-check fuzz bench-deps bench-gateway bench-load bench-scaler clean
+.PHONY: all build examples tools docker dev dev-image test test-race vet lint fmt-check fuzz bench-deps bench-gateway bench-load bench-knative bench-chaos bench-scaler bench-scale bench-wake clean
 
 all: build
 
@@ -45,8 +46,15 @@ examples:
 	$(GO) build -o $(BIN)/grpc-ping ./examples/grpc
 	$(GO) build -o $(BIN)/grpc-ping-client ./examples/grpc/client
 
+## observability-tools: headless Chromium (the console's browser test) and Prometheus with
+## promtool (the rules' and the scrape test), from Debian when missing (tools/debian.sh; the
+## tests call it too, so `go test` alone works on a fresh machine)
+.PHONY: observability-tools
+observability-tools:
+	@tools/debian.sh chromium prometheus
+
 ## test: gofmt, go vet, staticcheck, then every test against real Nomad and Consul agents
-test: tools docker fmt-check vet lint
+test: tools docker observability-tools fmt-check vet lint
 	$(GO) test -count=1 -timeout 40m ./...
 
 ## test-race: every test again under the race detector (about 5 minutes; not in CI's
@@ -78,24 +86,48 @@ fuzz: tools
 	@for t in FuzzPipeline FuzzPipelineHostile; do \
 	  echo "fuzz $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0 ./gateway/ || exit 1; done
 
-## bench-deps: load generator and the peer proxy the benchmarks compare against (nginx-light
-## pulls in Debian's nginx, built with http_v2 and grpc, which GRPC=1 needs)
+## bench-deps: load generator and the peer proxies the benchmarks compare against from Debian
+## (nginx-light pulls in Debian's nginx, built with http_v2 and grpc, which GRPC=1 needs;
+## haproxy 2.6); Traefik, the third peer, is built from the Go module proxy by bench-gateway
 bench-deps:
-	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
+	@command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq wrk nginx-light haproxy; }
 
-## bench-gateway: direct vs rouse gateway vs nginx, same backend, one run; TLS=1 over https,
-## GRPC=1 for gRPC over h2c (gateway/bench/grpc.sh; its load generator is built by go)
+## bench-gateway: direct vs rouse gateway vs nginx, HAProxy and Traefik (pinned, built from the
+## module proxy into the tools cache on first use: minutes), same backend, one run; TLS=1 over
+## https, GRPC=1 for gRPC over h2c (gateway/bench/grpc.sh), both against nginx only
 bench-gateway: tools bench-deps build
+	@tools/ensure.sh traefik $(TRAEFIK_VERSION)
 	gateway/bench/run.sh
 
 ## bench-load: Knative's load-test shape against examples/autoscale, with a plot
 bench-load: tools build
 	$(GO) run ./examples/loadtest -out bench-results
 
+## bench-knative: Knative's SLA gates (dataplane-probe, load-test, rollout-probe), each on its own
+## platform, scaled where 2 cores cannot offer the rate; CSV + SVG each and the table of gates (~17 min)
+bench-knative: tools build
+	$(GO) run ./examples/loadtest -shape knative -out bench-results/knative
+
+## bench-wake: N services at zero (examples/hello, raw_exec) woken by one request each at once, N = 25
+## and 100, 3 rounds each, with where each wake's time went (e2e/wake; ROUSE_WAKE_N, ROUSE_WAKE_ROUNDS)
+bench-wake: tools
+	$(GO) test -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkParallelWake$$' -benchtime 1x -v ./e2e/wake/
+
+## bench-chaos: every fault of e2e/faults on a multi-node cluster (3 Nomad servers, 3
+## workers, 2 edges with a gateway and a scaler each), at the long scale, with its table,
+## then 25 and 100 services woken at once on that cluster
+bench-chaos: tools build
+	$(GO) test -count=1 -timeout 40m -run '^$$' -bench '^Benchmark(Chaos|ParallelWake)$$' -benchtime 1x -v ./e2e/faults/
+
 ## bench-scaler: KPA decisions for 10 000 revisions per tick
 bench-scaler:
 	$(GO) test -run '^$$' -bench Tick10k -benchtime 50x ./scaler/...
+
+## bench-scale: 1 000 services applied with the CLI, route changes to every gateway at 1 000 and
+## 10 000 services (latency, bytes), table build, a real scaler tick; own agents, ~15 min cap
+bench-scale: tools
+	$(GO) test -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 20m ./e2e/scale/
 
 clean:
 	rm -rf $(BIN) .dev .dev-registry bench-results

@@ -6,8 +6,9 @@
 # Order: a binary already built for VERSION in the cache; for nomad and consul, one of the
 # same minor version on PATH (a linter is used only at its exact version: its findings change
 # between releases); else build it from the Go module proxy with tools/NAME/go.mod (about
-# 4 minutes on 2 cores for nomad or consul). Built binaries are cached by version outside the
-# work tree, so a second run — or a fresh clone on the same machine — does nothing.
+# 4 minutes on 2 cores for nomad or consul; traefik, built only by `make bench-gateway`, took
+# 12 minutes on a busy machine). Built binaries are cached by version outside the work tree,
+# so a second run — or a fresh clone on the same machine — does nothing.
 set -euo pipefail
 name=$1 version=$2
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,6 +51,9 @@ fi
 command -v go >/dev/null || { echo "tools: go is not installed; rouse needs go 1.26 to build $name" >&2; exit 1; }
 echo "tools: building $name v$version ($pkg) from the Go module proxy..."
 start=$(date +%s)
+# tools/NAME/prepare.sh, when present, readies what tools/NAME/go.mod's directory replaces
+# point to (traefik: a copy of lego without the DNS providers the proxy cannot serve).
+if [ -x "$root/tools/$name/prepare.sh" ]; then "$root/tools/$name/prepare.sh"; fi
 (cd "$root/tools/$name" && go build -trimpath -o "$out.tmp" "$pkg")
 mv "$out.tmp" "$out"
 link "$out"

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# gateway/bench/run.sh — one backend, three ways in, one run (`make bench-gateway`):
+# gateway/bench/run.sh — one backend, five ways in, one run (`make bench-gateway`):
 #
 #   direct   wrk → backend
 #   rouse    wrk → rouse gateway → backend   (routes and endpoints from a Consul dev agent)
 #   nginx    wrk → nginx (1 worker, keepalive upstream) → backend
+#   haproxy  wrk → HAProxy 2.6 (nbthread 1, http-reuse always, keep-alive both sides) → backend
+#   traefik  wrk → Traefik v3 (Consul Catalog provider, the same Consul agent, the router from
+#            the service's traefik.* tags, GOMAXPROCS as the gateway's) → backend
 #
-# nginx sets the same X-Forwarded-For/-Proto/-Host headers rouse sets, so the backend parses
-# the same request from both.
+# Every proxy sets the same X-Forwarded-For/-Proto/-Host headers rouse sets (Traefik's
+# X-Forwarded-Port/-Server and X-Real-Ip are removed by a headers middleware from the tags),
+# so the backend parses the same request from each: before the rounds the backend's
+# /headers, as each proxy delivers it, is compared with rouse's, and a difference stops the
+# run.
 #
-# Each configuration is measured ROUNDS times, interleaved so drift hits all three alike,
-# and the medians are printed with the ratios, each proxy's CPU time per request (from
-# /proc) and the peak RSS of the gateway and of nginx's worker. Two shapes:
-# "load" (CONNS connections, throughput) and "1-conn" (one connection: the latency a hop
-# adds when nothing queues).
+# Each configuration is measured ROUNDS times, interleaved (the order rotates by one each
+# round) so drift hits all alike, and the medians are printed with the ratios (rouse over
+# each peer, also as the median of the ratios paired by round), each proxy's CPU time per
+# request (from /proc) and each proxy's peak RSS (the gateway's, nginx's worker's, HAProxy's,
+# Traefik's). Two shapes: "load" (CONNS connections, throughput) and "1-conn" (one
+# connection: the latency a hop adds when nothing queues).
+#
+# TLS=1 and GRPC=1 compare rouse with nginx only (HAProxy and Traefik are left out there).
 #
 # TLS=1: rouse and nginx serve https (wrk → https://), with one self-signed ECDSA P-256
 # certificate for *.default.localhost made in the run (openssl; without it, Go's
@@ -34,11 +43,16 @@
 #
 # Env: TLS (unset|1), TLS_TICKETS (on|off), ROUNDS (5), DURATION (6s), CONNS (50),
 # WRK_THREADS (1), ACCESS_LOG (off|file:
-# with file, rouse writes its buffered JSON access log and nginx its buffered combined
-# log, so both pay for logging), GATEWAY_GOMAXPROCS (unset = Go's default, all cores;
-# 1 = the single core nginx's one worker gets), GATEWAY_ARGS (extra gatewayd flags, e.g.
-# -cpuprofile /tmp/gw.prof), KEEP (keep the work dir).
-# Needs: go, wrk, nginx, consul (bin/ or PATH), python3 (free ports); openssl for TLS=1
+# with file, every proxy logs each request in its usual format, so all pay for logging:
+# rouse its buffered JSON lines, nginx `combined` buffered (256k, flushed each second),
+# HAProxy `option httplog` to `log stdout` (one write per line; its stdout is a file in the
+# work dir, no syslog daemon), Traefik its access log to a file (common format,
+# bufferingSize 100)), GATEWAY_GOMAXPROCS (unset = Go's default, all cores; 1 = the single
+# core nginx's one worker and HAProxy's one thread get; Traefik gets the same),
+# GATEWAY_ARGS (extra gatewayd flags, e.g. -cpuprofile /tmp/gw.prof), KEEP (keep the work
+# dir).
+# Needs: go, wrk, nginx, consul (bin/ or PATH), python3 (free ports); haproxy and traefik
+# (bin/, `make bench-gateway` builds it: tools/traefik) unless TLS=1; openssl for TLS=1
 # (optional).
 #
 # GRPC=1: the same three ways in for gRPC (unary calls over h2c, rouse forwarding to a
@@ -58,8 +72,15 @@ case $TLS_TICKETS in on | off) ;; *) echo "bench: TLS_TICKETS is on or off" >&2;
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export PATH="$root/bin:$PATH"
-for tool in go wrk nginx consul; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool not found (make tools bench-deps)" >&2; exit 1; }
+# The proxies measured; HAProxy and Traefik in plain HTTP only.
+proxies=(rouse nginx)
+[ -z "$TLS" ] && proxies+=(haproxy traefik)
+names=(direct "${proxies[@]}")
+peers=("${proxies[@]:1}")
+need=(go wrk nginx consul)
+[ -z "$TLS" ] && need+=(haproxy traefik)
+for tool in "${need[@]}"; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool not found (make tools bench-deps; traefik: tools/ensure.sh traefik VERSION, as make bench-gateway does)" >&2; exit 1; }
 done
 work=$(mktemp -d /tmp/rouse-bench-gateway.XXXXXX)
 pids=()
@@ -80,7 +101,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 HOSTHDR="Host: bench.default.localhost"
-read -r p_http p_serf_lan p_serf_wan p_server p_backend p_public p_admin p_nginx <<<"$(free_ports 8)"
+read -r p_http p_serf_lan p_serf_wan p_server p_backend p_public p_admin p_nginx p_haproxy p_traefik <<<"$(free_ports 10)"
 
 echo "bench: building the backend and the gateway..."
 (cd "$root" && go build -o "$work/backend" ./gateway/internal/testbackend && go build -o "$work/gatewayd" ./gateway/internal/gatewayd)
@@ -95,10 +116,21 @@ for _ in $(seq 100); do curl -sf "$C/v1/status/leader" | grep -q 127 && break; s
 PORT=$p_backend ROUSE_REVISION=bench-00001 "$work/backend" >"$work/backend.log" 2>&1 &
 pids+=($!)
 
-# The revision's instance in Consul, as Nomad would register it, and its route in KV.
+# The revision's instance in Consul, as Nomad would register it, and its route in KV. The
+# traefik.* tags are what a Nomad job's service block carries for Traefik's Consul Catalog
+# provider: the router's rule and a headers middleware that removes the forwarding headers
+# Traefik adds beyond rouse's three (an empty value deletes a request header).
 curl -sf -X PUT "$C/v1/agent/service/register" -d @- >/dev/null <<EOF
 {"ID":"bench-1","Name":"bench-00001","Address":"127.0.0.1","Port":$p_backend,
- "Tags":["rouse","rouse.service=bench"],"Meta":{"rouse_readiness_path":"/healthz"},
+ "Tags":["rouse","rouse.service=bench",
+   "traefik.enable=true",
+   "traefik.http.routers.bench.rule=Host(\`bench.default.localhost\`)",
+   "traefik.http.routers.bench.entrypoints=web",
+   "traefik.http.routers.bench.middlewares=bench-xf",
+   "traefik.http.middlewares.bench-xf.headers.customrequestheaders.X-Forwarded-Port=",
+   "traefik.http.middlewares.bench-xf.headers.customrequestheaders.X-Forwarded-Server=",
+   "traefik.http.middlewares.bench-xf.headers.customrequestheaders.X-Real-Ip="],
+ "Meta":{"rouse_readiness_path":"/healthz"},
  "Check":{"HTTP":"http://127.0.0.1:$p_backend/healthz","Interval":"1s"}}
 EOF
 curl -sf -X PUT "$C/v1/kv/rouse/revisions/default/bench-00001" -d \
@@ -172,18 +204,116 @@ nginx -c "$work/nginx/nginx.conf" -p "$work/nginx/" >"$work/nginx/out.log" 2>&1 
 nginx_master=$!
 pids+=($nginx_master)
 
-ok=""
-for _ in $(seq 100); do
-  if curl -skf -H "$HOSTHDR" "$scheme://127.0.0.1:$p_public/" | grep -q bench-00001 &&
-     curl -skf "$scheme://127.0.0.1:$p_nginx/" >/dev/null && curl -sf "http://127.0.0.1:$p_backend/" >/dev/null; then ok=1; break; fi
-  sleep 0.1
-done
-[ -n "$ok" ] || { echo "bench: setup failed; logs in $work" >&2; KEEP=1; exit 1; }
-nginx_worker=$(pgrep -P "$nginx_master" | head -1)
+if [ -z "$TLS" ]; then
+  # HAProxy: one process, one thread (as nginx's one worker), keep-alive on both sides and
+  # any idle backend connection reused (nginx's keepalive pool does the same), the same
+  # three X-Forwarded-* headers. ACCESS_LOG=file: `option httplog` lines to stdout, which is
+  # a file here (HAProxy writes each line with one write(); it has no log buffer).
+  mkdir -p "$work/haproxy"
+  haproxy_global="" haproxy_log="no log"
+  if [ "$ACCESS_LOG" = file ]; then
+    haproxy_global="log stdout format raw local0 info"
+    haproxy_log="log global
+  option httplog"
+  fi
+  cat >"$work/haproxy/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+  $haproxy_global
+defaults
+  mode http
+  $haproxy_log
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+frontend bench
+  bind 127.0.0.1:$p_haproxy
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  default_backend backend
+backend backend
+  server b1 127.0.0.1:$p_backend
+EOF
+  haproxy -db -f "$work/haproxy/haproxy.cfg" >"$work/haproxy/access.log" 2>"$work/haproxy/error.log" &
+  haproxy_pid=$!
+  pids+=($haproxy_pid)
+
+  # Traefik: its Consul Catalog provider watching the Consul agent the gateway reads (blocking
+  # queries, as the gateway's watcher), only services tagged traefik.enable=true; no API,
+  # dashboard, metrics or tracing (none is on unless configured). ACCESS_LOG=file: its access
+  # log (common format) to a file, bufferingSize 100.
+  mkdir -p "$work/traefik"
+  traefik_log=""
+  [ "$ACCESS_LOG" = file ] && traefik_log="accessLog:
+  filePath: $work/traefik/access.log
+  bufferingSize: 100"
+  cat >"$work/traefik/traefik.yml" <<EOF
+global:
+  checkNewVersion: false
+  sendAnonymousUsage: false
+log:
+  level: ERROR
+entryPoints:
+  web:
+    address: 127.0.0.1:$p_traefik
+providers:
+  consulCatalog:
+    endpoint:
+      address: 127.0.0.1:$p_http
+    exposedByDefault: false
+    watch: true
+$traefik_log
+EOF
+  GOMAXPROCS=${GATEWAY_GOMAXPROCS:-} traefik --configFile="$work/traefik/traefik.yml" >"$work/traefik/out.log" 2>&1 &
+  traefik_pid=$!
+  pids+=($traefik_pid)
+fi
 
 url_direct="http://127.0.0.1:$p_backend/"
 url_rouse="$scheme://127.0.0.1:$p_public/"
 url_nginx="$scheme://127.0.0.1:$p_nginx/"
+url_haproxy="http://127.0.0.1:$p_haproxy/"
+url_traefik="http://127.0.0.1:$p_traefik/"
+
+# Each way in answers from the backend (Traefik once its provider has read the catalog and
+# the instance's check passes).
+ok=""
+for _ in $(seq 300); do
+  ok=1
+  for n in "${names[@]}"; do
+    u="url_$n"
+    curl -skf -H "$HOSTHDR" "${!u}" | grep -q bench-00001 || { ok=""; break; }
+  done
+  [ -n "$ok" ] && break
+  sleep 0.1
+done
+[ -n "$ok" ] || { echo "bench: setup failed ($n does not answer from the backend); logs in $work" >&2; KEEP=1; exit 1; }
+nginx_worker=$(pgrep -P "$nginx_master" | head -1)
+
+# The request each proxy delivers, as the backend's /headers prints it, must be rouse's. One
+# difference is let through: Traefik's transport (Go's http.Transport, compression not
+# disabled, no option for it) adds "Accept-Encoding: gzip" to a request that has none; the
+# backend does not compress, so the response is the same bytes.
+for n in "${proxies[@]}"; do
+  u="url_$n"
+  curl -skf -H "$HOSTHDR" "${!u}headers" >"$work/headers.$n"
+done
+grep -vx 'Accept-Encoding: gzip' "$work/headers.traefik" >"$work/headers.traefik.cmp" 2>/dev/null || true
+for n in "${peers[@]}"; do
+  f="$work/headers.$n"; [ "$n" = traefik ] && f+=.cmp
+  if ! cmp -s "$work/headers.rouse" "$f"; then
+    echo "bench: the backend sees a different request from $n than from rouse:" >&2
+    diff "$work/headers.rouse" "$work/headers.$n" >&2 || true
+    KEEP=1; exit 1
+  fi
+done
+echo "bench: the backend sees the same request from ${proxies[*]}${TLS:-" (traefik adds Accept-Encoding: gzip)"}:"
+sed 's/^/  /' "$work/headers.rouse"
 
 # What each proxy negotiates with the OpenSSL wrk is linked against (same library).
 tls_params=""
@@ -200,7 +330,7 @@ shapes=("$CONNS" 1)
 
 # The proxy's CPU time (user + system, clock ticks) from /proc: the cost per request is
 # the proxy's own efficiency, apart from how the machine shared its cores in that run.
-pid_rouse=$gw_pid pid_nginx=$nginx_worker
+pid_rouse=$gw_pid pid_nginx=$nginx_worker pid_haproxy=${haproxy_pid:-} pid_traefik=${traefik_pid:-}
 ticks() { if [ -n "$1" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi; }
 hz=$(getconf CLK_TCK)
 
@@ -223,17 +353,20 @@ run() {
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench: load average $load_start; warming up..."
-for n in direct rouse nginx; do DURATION=2s run "$n" 1 >/dev/null; done
+for n in "${names[@]}"; do DURATION=2s run "$n" 1 >/dev/null; done
 rm -f "$work"/*.1
 
-echo "bench: $ROUNDS rounds × {direct, rouse, nginx} × {${shapes[*]}}, $DURATION each${TLS:+ (rouse and nginx over https)}..."
+echo "bench: $ROUNDS rounds × {${names[*]}} × {${shapes[*]}}, $DURATION each${TLS:+ (rouse and nginx over https)}..."
 for r in $(seq "$ROUNDS"); do
+  # This round's order: the names rotated by one more than the last round's.
+  order=("${names[@]:$(((r - 1) % ${#names[@]}))}" "${names[@]:0:$(((r - 1) % ${#names[@]}))}")
   for s in "${shapes[@]}"; do
-    for n in direct rouse nginx; do run "$n" "$s"; done
+    for n in "${order[@]}"; do run "$n" "$s"; done
   done
 done
-rss_kb=$(awk '/VmHWM/ { print $2 }' "/proc/$gw_pid/status")
-nginx_rss_kb=$(awk '/VmHWM/ { print $2 }' "/proc/$nginx_worker/status")
+hwm_mb() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+rss="rouse gateway $(hwm_mb "$gw_pid") MB, nginx worker $(hwm_mb "$nginx_worker") MB"
+[ -z "$TLS" ] && rss+=", haproxy $(hwm_mb "$haproxy_pid") MB, traefik $(hwm_mb "$traefik_pid") MB"
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 col() { awk -v c="$2" '{ print $c }' "$work/$1" | median; }
@@ -254,24 +387,39 @@ for conns in "${shapes[@]}"; do
   else
     printf "\n%-7s %6s conns %12s %10s %10s %8s %14s\n" "" "$conns" "rps" "p50 ms" "p99 ms" "errors" "CPU us/request"
   fi
-  for n in direct rouse nginx; do
+  for n in "${names[@]}"; do
     cpu="-"
     [ "$n" != direct ] && cpu=$(printf "%.1f" "$(col "$n.$conns" 5)")
     label=$n; [ -n "$TLS" ] && [ "$n" != direct ] && label="$n https"
     printf "%-20s %12.0f %10.3f %10.3f %8s %14s\n" "$label" "$(col "$n.$conns" 1)" "$(col "$n.$conns" 2)" "$(col "$n.$conns" 3)" \
       "$(awk '{ s += $4 } END { print s + 0 }' "$work/$n.$conns")" "$cpu"
   done
-  d=$(col "direct.$conns" 1); g=$(col "rouse.$conns" 1); x=$(col "nginx.$conns" 1)
-  dp=$(col "direct.$conns" 2); gp=$(col "rouse.$conns" 2); xp=$(col "nginx.$conns" 2)
-  awk -v d="$d" -v g="$g" -v x="$x" -v dp="$dp" -v gp="$gp" -v xp="$xp" 'BEGIN {
-    printf "ratios: rouse/direct %.2f  nginx/direct %.2f  rouse/nginx %.2f   added p50: rouse %+.3f ms  nginx %+.3f ms\n",
-      g / d, x / d, g / x, gp - dp, xp - dp }'
-  # Paired: rouse and nginx run back to back in each round, so their ratio is less exposed
-  # to the machine's drift between rounds than the ratio of medians.
-  paste -d' ' "$work/rouse.$conns" "$work/nginx.$conns" | awk '{ print $1 / $6 }' >"$work/paired.$conns"
-  printf "rouse/nginx by round: %s (median %.2f)\n" "$(awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), $1 }' "$work/paired.$conns")" \
-    "$(median <"$work/paired.$conns")"
+  d=$(col "direct.$conns" 1) dp=$(col "direct.$conns" 2)
+  line="rps over direct:" added="added p50 over direct:"
+  for n in "${proxies[@]}"; do
+    line+=$(awk -v n="$n" -v x="$(col "$n.$conns" 1)" -v d="$d" 'BEGIN { printf "  %s %.2f", n, x / d }')
+    added+=$(awk -v n="$n" -v x="$(col "$n.$conns" 2)" -v d="$dp" 'BEGIN { printf "  %s %+.3f ms", n, x - d }')
+  done
+  echo "$line"
+  echo "$added"
+  # rouse over each peer: the ratio of the medians, and paired: rouse and the peer run in the
+  # same round, so their ratio is less exposed to the machine's drift between rounds.
+  for p in "${peers[@]}"; do
+    paste -d' ' "$work/rouse.$conns" "$work/$p.$conns" | awk '{ print $1 / $6 }' >"$work/paired.$p.$conns"
+    awk -v p="$p" -v g="$(col "rouse.$conns" 1)" -v x="$(col "$p.$conns" 1)" -v gc="$(col "rouse.$conns" 5)" -v xc="$(col "$p.$conns" 5)" \
+      -v gp="$(col "rouse.$conns" 2)" -v xp="$(col "$p.$conns" 2)" -v dp="$dp" \
+      -v rounds="$(awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), $1 }' "$work/paired.$p.$conns")" -v pm="$(median <"$work/paired.$p.$conns")" 'BEGIN {
+      printf "rouse/%-7s rps %.2f, paired by round %.2f (%s); CPU/request %.2f; added p50 %.2f\n",
+        p, g / x, pm, rounds, xc ? gc / xc : 0, (xp - dp) != 0 ? (gp - dp) / (xp - dp) : 0 }'
+  done
 done
-printf "\npeak RSS: rouse gateway %.1f MB, nginx worker %.1f MB; access logs: %s; gateway GOMAXPROCS: %s; TLS: %s\n" \
-  "$(awk -v k="$rss_kb" 'BEGIN { print k / 1024 }')" "$(awk -v k="$nginx_rss_kb" 'BEGIN { print k / 1024 }')" \
-  "$ACCESS_LOG" "${GATEWAY_GOMAXPROCS:-default}" "$tls_mode"
+access=""
+if [ "$ACCESS_LOG" = file ]; then
+  sleep 1.5 # nginx flushes its buffer each second; Traefik's writer drains its channel
+  access=" (lines: rouse $(wc -l <"$work/access.log"), nginx $(wc -l <"$work/nginx/access.log")"
+  [ -z "$TLS" ] && access+=", haproxy $(wc -l <"$work/haproxy/access.log"), traefik $(wc -l <"$work/traefik/access.log")"
+  access+=")"
+fi
+who="the gateway and traefik"; [ -n "$TLS" ] && who="the gateway"
+printf "\npeak RSS: %s\naccess logs: %s%s; GOMAXPROCS of %s: %s; TLS: %s\n" \
+  "$rss" "$ACCESS_LOG" "$access" "$who" "${GATEWAY_GOMAXPROCS:-default, $(nproc)}" "$tls_mode"
