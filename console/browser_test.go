@@ -33,33 +33,11 @@ import (
 	"github.com/rouse-run/rouse/scaler"
 )
 
-// cluster is started by the first test that needs real agents (the pure tests do not wait
+// cluster is the cluster started by the first test that needs real agents (the pure tests do not wait
 // for it) and stopped by TestMain.
-var cluster struct {
-	once sync.Once
-	c    *testcluster.Cluster
-	err  error
-}
+var cluster testcluster.Lazy
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if cluster.c != nil {
-		if code != 0 {
-			cluster.c.DumpLogs(os.Stderr)
-		}
-		cluster.c.Stop()
-	}
-	os.Exit(code)
-}
-
-func realCluster(t *testing.T) *testcluster.Cluster {
-	t.Helper()
-	cluster.once.Do(func() { cluster.c, cluster.err = testcluster.Start(testcluster.Options{}) })
-	if cluster.err != nil {
-		t.Fatal(cluster.err) // a missing agent binary is a failed setup, not a skip
-	}
-	return cluster.c
-}
+func TestMain(m *testing.M) { os.Exit(cluster.Main(m)) }
 
 // TestConsoleInBrowser: a real cluster (Consul, Nomad, the gateway and the scaler in this
 // process) with three services — hello with two revisions split 30/70 and a tag, autoscale
@@ -75,7 +53,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	ensureDebian(t, root, "chromium")
-	c := realCluster(t)
+	c := cluster.Get(t)
 	apps := t.TempDir()
 	for _, app := range []string{"hello", "autoscale"} {
 		bin, err := c.GoBuild("./examples/" + app)

@@ -38,24 +38,11 @@ import (
 	"github.com/rouse-run/rouse/scaler"
 )
 
-// cluster is started by the first test that needs real agents and stopped by TestMain, so
+// cluster is the cluster started by the first test that needs real agents and stopped by TestMain, so
 // the file checks do not wait for it.
-var cluster struct {
-	once sync.Once
-	c    *testcluster.Cluster
-	err  error
-}
+var cluster testcluster.Lazy
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if cluster.c != nil {
-		if code != 0 {
-			cluster.c.DumpLogs(os.Stderr)
-		}
-		cluster.c.Stop()
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(cluster.Main(m)) }
 
 func root(t *testing.T) string {
 	t.Helper()
@@ -251,11 +238,7 @@ func TestDashboard(t *testing.T) {
 // dashboard test knows, and every dashboard query runs.
 func TestPrometheusScrapesGatewayAndScaler(t *testing.T) {
 	ensurePrometheus(t)
-	cluster.once.Do(func() { cluster.c, cluster.err = testcluster.Start(testcluster.Options{}) })
-	if cluster.err != nil {
-		t.Fatal(cluster.err)
-	}
-	c := cluster.c
+	c := cluster.Get(t)
 	bin, err := c.GoBuild("./examples/hello")
 	if err != nil {
 		t.Fatal(err)

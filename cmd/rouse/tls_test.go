@@ -39,21 +39,8 @@ func TestGatewayTLSReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub, redir, adm := fmt.Sprint("127.0.0.1:", ports[0]), fmt.Sprint("127.0.0.1:", ports[1]), fmt.Sprint("127.0.0.1:", ports[2])
-	cmd := exec.Command(bin, "gateway", "--listen", pub, "--admin-listen", adm, "--redirect-listen", redir,
+	startGatewayCmd(t, bin, "--listen", pub, "--admin-listen", adm, "--redirect-listen", redir,
 		"--tls-dir", dir, "--id", "tls", "--register=false", "--access-log=false")
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, cluster.Env()...)
-	var out strings.Builder
-	cmd.Stderr, cmd.Stdout = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("rouse gateway output:\n%s", out.String())
-		}
-	}()
 
 	// served reports the serial of the certificate a new connection for name gets.
 	served := func(name string) (string, error) {
@@ -155,21 +142,8 @@ func TestGatewayTLSFromConsulKV(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub, adm := fmt.Sprint("127.0.0.1:", ports[0]), fmt.Sprint("127.0.0.1:", ports[1])
-	cmd := exec.Command(bin, "gateway", "--listen", pub, "--admin-listen", adm,
+	startGatewayCmd(t, bin, "--listen", pub, "--admin-listen", adm,
 		"--tls-consul-prefix", prefix, "--id", "tls-kv", "--register=false", "--access-log=false")
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, cluster.Env()...)
-	var out strings.Builder
-	cmd.Stderr, cmd.Stdout = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("rouse gateway output:\n%s", out.String())
-		}
-	}()
 	// served reports the serial of the certificate a new connection gets, and its ALPN.
 	served := func() (string, string, error) {
 		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", pub,
@@ -198,4 +172,24 @@ func TestGatewayTLSFromConsulKV(t *testing.T) {
 		return err
 	})
 	t.Logf("renewed certificate served %s after the put to Consul KV", took.Round(10*time.Millisecond))
+}
+
+// startGatewayCmd runs `rouse gateway args...` against the test cluster until the test
+// ends (SIGTERM, then wait), and logs its output if the test failed.
+func startGatewayCmd(t *testing.T, bin string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"gateway"}, args...)...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, cluster.Env()...)
+	var out strings.Builder
+	cmd.Stderr, cmd.Stdout = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("rouse gateway output:\n%s", out.String())
+		}
+	})
 }

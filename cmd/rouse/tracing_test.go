@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -117,21 +116,8 @@ func TestGatewayTracesToOTLP(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub, adm := fmt.Sprint("127.0.0.1:", ports[0]), fmt.Sprint("127.0.0.1:", ports[1])
-	cmd := exec.Command(bin, "gateway", "--listen", pub, "--admin-listen", adm, "--id", "otlp", "--register=false",
+	startGatewayCmd(t, bin, "--listen", pub, "--admin-listen", adm, "--id", "otlp", "--register=false",
 		"--access-log=false", "--otlp-endpoint", cs.URL, "--trace-sample-ratio", "1")
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, cluster.Env()...)
-	var out strings.Builder
-	cmd.Stderr, cmd.Stdout = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("rouse gateway output:\n%s", out.String())
-		}
-	}()
 	const tid, sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	poll.Until(t, 30*time.Second, "an answer through the traced gateway", func() error {
 		req, _ := http.NewRequest("GET", "http://"+pub+"/traced", nil)
@@ -178,7 +164,7 @@ func TestGatewayTracesToOTLP(t *testing.T) {
 	}
 
 	bad := exec.Command(bin, "gateway", "--otlp-endpoint", "ftp://x")
-	bad.Env = cmd.Env
+	bad.Env = append([]string{"PATH=" + os.Getenv("PATH")}, cluster.Env()...)
 	b, err := bad.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(b), "--otlp-endpoint") {
 		t.Errorf("a bad endpoint: %v\n%s", err, b)

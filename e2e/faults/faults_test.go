@@ -119,13 +119,7 @@ func scalerLeaderKilled(tb testing.TB, sc scale) {
 	p := env
 	rev := p.revision(tb, "elastic")
 	var step atomic.Bool // load tripled
-	rate := func(time.Duration) float64 {
-		if step.Load() {
-			return 3 * sc.rps
-		}
-		return sc.rps
-	}
-	l := p.run(stream{svc: "elastic", rate: rate, sleepMS: 100})
+	l := p.run(stream{svc: "elastic", rate: tripled(sc.rps, &step), sleepMS: 100})
 	defer l.finish()
 	time.Sleep(sc.warm)
 	before, err := p.count(rev)
@@ -146,12 +140,7 @@ func scalerLeaderKilled(tb testing.TB, sc scale) {
 		return nil
 	})
 	// Three times the load wants more instances: the new leader must add them.
-	poll.Until(tb, 60*time.Second, "elastic scaled up by the new leader", func() error {
-		if c, err := p.count(rev); err != nil || c <= before {
-			return fmt.Errorf("count %d (before %d): %v", c, before, err)
-		}
-		return nil
-	})
+	p.scaledAbove(tb, rev, before, "by the new leader")
 	recovered := time.Since(killed)
 	time.Sleep(sc.hold)
 	close(stop)
@@ -172,14 +161,17 @@ func scalerLeaderKilled(tb testing.TB, sc scale) {
 	p.scalers = append(p.scalers, s)
 }
 
-// gatewayKilled: one of the two gateways is SIGKILLed under steady load on elastic.
+// gatewayKilled: one of the two gateways is SIGKILLed under steady load on elastic (a
+// fixed number of requests in flight).
 // Clients fall through to the other; the scaler's counts come from the survivor alone
 // and are neither halved nor zeroed (the KEDA http-add-on#1730 class); the only failures
 // are requests that were in flight on the killed gateway.
 func gatewayKilled(tb testing.TB, sc scale) {
 	p := env
 	rev := p.revision(tb, "elastic")
-	l := p.run(stream{svc: "elastic", rate: loadgen.Constant(2 * sc.rps), sleepMS: 100})
+	// A closed loop: its concurrency, and so the count it wants, is the same however slow
+	// the machine is, and a count that falls is the scaler's doing.
+	l := p.closed("elastic", int(sc.rps/5), 100)
 	defer l.finish()
 	time.Sleep(sc.warm)
 	// The count the load wants, settled: the same for 2 s.
@@ -304,13 +296,7 @@ func nomadLeaderKilled(tb testing.TB, sc scale) {
 	p := env
 	rev := p.revision(tb, "elastic")
 	var step atomic.Bool // load tripled
-	rate := func(time.Duration) float64 {
-		if step.Load() {
-			return 3 * sc.rps
-		}
-		return sc.rps
-	}
-	l := p.run(stream{svc: "elastic", rate: rate, sleepMS: 100})
+	l := p.run(stream{svc: "elastic", rate: tripled(sc.rps, &step), sleepMS: 100})
 	defer l.finish()
 	time.Sleep(sc.warm)
 	before, err := p.count(rev)
@@ -321,12 +307,7 @@ func nomadLeaderKilled(tb testing.TB, sc scale) {
 	fatalIf(tb, p.c.WaitNomadLeader(context.Background(), old.RPCAddr))
 	elected := time.Since(killed)
 	step.Store(true)
-	poll.Until(tb, 60*time.Second, "elastic scaled up after the election", func() error {
-		if c, err := p.count(rev); err != nil || c <= before {
-			return fmt.Errorf("count %d (before %d): %v", c, before, err)
-		}
-		return nil
-	})
+	p.scaledAbove(tb, rev, before, "after the election")
 	recovered := time.Since(killed)
 	time.Sleep(sc.hold)
 	l.finish()
@@ -391,6 +372,28 @@ func nodePaused(tb testing.TB, sc scale) {
 	p.record(tb, fmt.Sprintf("worker paused %v", sc.pause), o, recovered,
 		fmt.Sprintf("Consul dropped its instance after %s, Nomad marked it down after %s; 3 passing %v after resume",
 			seen(consulOut), seen(nomadDown), took.Round(100*time.Millisecond)))
+}
+
+// tripled is rps, or three times it once step is set.
+func tripled(rps float64, step *atomic.Bool) loadgen.Rate {
+	return func(time.Duration) float64 {
+		if step.Load() {
+			return 3 * rps
+		}
+		return rps
+	}
+}
+
+// scaledAbove waits until the revision's count is above before: the scaler acted on the
+// tripled load (when: what the failure message says it waited for).
+func (p *platform) scaledAbove(tb testing.TB, rev string, before int, when string) {
+	tb.Helper()
+	poll.Until(tb, 60*time.Second, "elastic scaled up "+when, func() error {
+		if c, err := p.count(rev); err != nil || c <= before {
+			return fmt.Errorf("count %d (before %d): %v", c, before, err)
+		}
+		return nil
+	})
 }
 
 // seen is a duration observed, or "never".

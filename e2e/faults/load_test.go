@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sort"
@@ -90,6 +91,40 @@ func (p *platform) run(streams ...stream) *load {
 			defer l.wg.Done()
 			g.Run(context.Background(), s.rate, maxLoad)
 		}()
+	}
+	return l
+}
+
+// closed starts n clients that each send svc's request again as soon as the last one
+// was answered, until finish: n requests in flight whatever the latency, so that the
+// revision's concurrency, and the count it wants, do not move with the machine's speed.
+func (p *platform) closed(svc string, n, sleepMS int) *load {
+	l := &load{start: time.Now(), recs: map[string]*loadgen.Recorder{}, stop: make(chan struct{})}
+	rec := loadgen.NewRecorder(l.start)
+	l.recs[svc] = rec
+	cl := p.client(90 * time.Second)
+	url := fmt.Sprintf("http://%s.default.localhost/?sleep=%d", svc, sleepMS)
+	deadline := l.start.Add(maxLoad)
+	for range n {
+		l.wg.Go(func() {
+			for time.Now().Before(deadline) {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				at := time.Now()
+				rec.Offer(at)
+				resp, err := cl.Get(url)
+				if err != nil {
+					rec.Done(at, time.Since(at), 0, err)
+					continue
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				rec.Done(at, time.Since(at), resp.StatusCode, err)
+			}
+		})
 	}
 	return l
 }

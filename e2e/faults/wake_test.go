@@ -36,23 +36,10 @@ func parallelWake(tb testing.TB, n int) {
 	defer p.deleteAll(tb, names)
 	// Applied four at a time: each is at zero (initial = 0), so apply returns once the
 	// revision is registered and routed, without starting anything.
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 4)
-	var wg sync.WaitGroup
-	for _, name := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			errs <- p.apply(name, "min = 0\n    initial = 0\n    max = 1")
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range fourAtATime(names, func(name string) error { return p.apply(name, "min = 0\n    initial = 0\n    max = 1") }) {
 		fatalIf(tb, err)
 	}
+	var wg sync.WaitGroup
 	cl := p.client(90 * time.Second)
 	type result struct {
 		took time.Duration
@@ -102,20 +89,37 @@ func parallelWake(tb testing.TB, n int) {
 
 // deleteAll removes the services through the CLI, four at a time.
 func (p *platform) deleteAll(tb testing.TB, names []string) {
+	for _, err := range fourAtATime(names, func(name string) error {
+		cmd := exec.Command(p.rouse, "delete", name)
+		cmd.Env = append(os.Environ(), p.c.Env()...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("rouse delete %s: %v\n%s", name, err, out)
+		}
+		return nil
+	}) {
+		tb.Error(err)
+	}
+}
+
+// fourAtATime calls f for every name, four at once, and returns the errors.
+func fourAtATime(names []string, f func(string) error) []error {
+	errs := make(chan error, len(names))
 	sem := make(chan struct{}, 4)
 	var wg sync.WaitGroup
 	for _, name := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			cmd := exec.Command(p.rouse, "delete", name)
-			cmd.Env = append(os.Environ(), p.c.Env()...)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				tb.Errorf("rouse delete %s: %v\n%s", name, err, out)
-			}
-		}()
+			errs <- f(name)
+		})
 	}
 	wg.Wait()
+	close(errs)
+	var out []error
+	for err := range errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
 }

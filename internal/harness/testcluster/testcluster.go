@@ -282,3 +282,37 @@ func uuid() string {
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
+
+// Lazy is a package's cluster started by the first test that asks for it, so that the
+// package's pure tests do not wait for agents. Use Main as the TestMain body.
+type Lazy struct {
+	Options Options
+
+	once sync.Once
+	c    *Cluster
+	err  error
+}
+
+// Get starts the cluster on first use and returns it; a cluster that cannot start fails
+// t (a missing agent binary is a failed setup, never a skip).
+func (l *Lazy) Get(t testing.TB) *Cluster {
+	t.Helper()
+	l.once.Do(func() { l.c, l.err = Start(l.Options) })
+	if l.err != nil {
+		t.Fatal(l.err)
+	}
+	return l.c
+}
+
+// Main runs the tests, dumps the agents' logs when one failed, and stops the cluster if a
+// test started it.
+func (l *Lazy) Main(m *testing.M) int {
+	code := m.Run()
+	if l.c != nil {
+		if code != 0 {
+			l.c.DumpLogs(os.Stderr)
+		}
+		l.c.Stop()
+	}
+	return code
+}
