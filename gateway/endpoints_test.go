@@ -318,3 +318,77 @@ func TestRefusedOnlyInstanceHolds(t *testing.T) {
 		}
 	}
 }
+
+// An instance that closes new connections without answering (it is stopping, or its
+// node is going down) costs an idempotent request a retry on another instance, never an
+// error, on HTTP/1.1 and on HTTP/2; a POST is not sent twice: it gets the 502. (An
+// idempotent request on such a fresh connection used to be answered 502 at once; a node
+// loss under load showed it as hundreds of 502s.)
+func TestRetryIdempotentOnClosedConnection(t *testing.T) {
+	const svc = "slam"
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Instance", "live")
+		fmt.Fprintln(w, "ok")
+	}))
+	defer live.Close()
+	slam, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slam.Close()
+	var slammed atomic.Int64
+	go func() {
+		for {
+			c, err := slam.Accept()
+			if err != nil {
+				return
+			}
+			// Read the request, then close without a byte of answer.
+			go func() {
+				_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				buf := make([]byte, 4096)
+				if n, _ := c.Read(buf); n > 0 {
+					slammed.Add(1)
+				}
+				c.Close()
+			}()
+		}
+	}()
+	g := routePorts(t, svc, func(c *revmeta.Config) { c.Protocol = "" }, nil,
+		live.Listener.Addr().(*net.TCPAddr).Port, slam.Addr().(*net.TCPAddr).Port)
+	for _, h2 := range []bool{false, true} {
+		c := clientTo(g.PublicAddr(), h2)
+		c.Transport.(*http.Transport).DisableKeepAlives = !h2 // every HTTP/1.1 request a new gateway connection
+		before := slammed.Load()
+		for i := 0; i < 40; i++ {
+			resp, err := c.Get("http://" + host(svc) + "/")
+			if err != nil {
+				t.Fatalf("h2 %v, GET %d: %v", h2, i, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("X-Instance") != "live" {
+				t.Fatalf("h2 %v, GET %d: %d %q", h2, i, resp.StatusCode, resp.Header.Get("X-Instance"))
+			}
+			time.Sleep(30 * time.Millisecond) // past the slamming instance's second off, now and then
+		}
+		if slammed.Load() == before {
+			t.Fatalf("h2 %v: no request reached the slamming instance: the test proves nothing", h2)
+		}
+	}
+	// A POST that reached the slamming instance is not sent again.
+	c := clientTo(g.PublicAddr(), false)
+	c.Transport.(*http.Transport).DisableKeepAlives = true
+	got502 := false
+	for i := 0; i < 40 && !got502; i++ {
+		resp, err := c.Post("http://"+host(svc)+"/", "text/plain", strings.NewReader("once"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got502 = resp.StatusCode == 502
+		time.Sleep(60 * time.Millisecond)
+	}
+	if !got502 {
+		t.Fatal("no POST met the slamming instance: a POST must not be retried, so one should have got 502")
+	}
+}

@@ -160,8 +160,17 @@ func (c *conn) forward(rev *revision, start time.Time, headLen int) bool {
 			}
 		}
 		uc.Close()
-		if replay(uc, replayable, stale, req.Method, werr, err) {
+		switch replay(uc, replayable, stale, req.Method, werr, err) {
+		case retrySame:
 			stale++
+			continue
+		case retryOther:
+			stale++
+			var wait time.Duration
+			if in, wait, f = g.another(rev, in, "closed a new connection unanswered", start, deadline, nil); f != nil {
+				return c.fail(rev, start, cold+wait, *f)
+			}
+			cold += wait
 			continue
 		}
 		rev.pool.Release(in)
@@ -182,15 +191,14 @@ func (g *Gateway) connect(rev *revision, in *balance.Instance[*backend], start, 
 		if err == nil {
 			return uc, in, cold, nil
 		}
-		rev.pool.Release(in)
 		if !isDialError(err) {
+			rev.pool.Release(in)
 			f := upstreamFailure(rev, err)
 			return nil, nil, cold, &f
 		}
-		rev.markDown(in)
 		var wait time.Duration
 		var f *failure
-		in, wait, f = g.acquire(rev, start, deadline, gone) // another instance, or wait for one
+		in, wait, f = g.another(rev, in, "refused a connection", start, deadline, gone)
 		cold += wait
 		if f != nil {
 			return nil, nil, cold, f
@@ -198,14 +206,44 @@ func (g *Gateway) connect(rev *revision, in *balance.Instance[*backend], start, 
 	}
 }
 
-// replay reports whether a request that failed on uc goes again on a new connection: uc
-// was a kept-alive connection the instance closed as the request went out (nothing of it
-// was answered), and sending it again cannot run it twice — its body is all here
-// (replayable), and it is idempotent or never reached the instance (werr). Not after a
-// timeout (the instance may be running it), and at most maxStaleRetries times.
-func replay(uc *upstream.Conn, replayable bool, stale int, method []byte, werr, err error) bool {
-	return uc.Reused && uc.Got == 0 && replayable && stale < maxStaleRetries && (idempotent(method) || werr != nil) &&
-		!errors.Is(err, http1.ErrUpstream) && !isTimeout(err)
+// retry is what a request that failed on an instance does next (replay).
+type retry int
+
+const (
+	noRetry    retry = iota
+	retrySame        // again on a new connection to the same instance
+	retryOther       // on another instance: this one is going away
+)
+
+// replay says whether a request that failed on uc goes again, and where. Again, on a new
+// connection to the same instance, when uc was a kept-alive connection the instance closed
+// as the request went out (nothing of it was answered) and sending it again cannot run it
+// twice: its body is all here (replayable), and it is idempotent or never reached the
+// instance (werr). On another instance when uc was a new connection the instance closed
+// or reset before any byte of an answer and the request is idempotent: an instance that
+// does that to a fresh connection is stopping or dying (its node lost, Nomad stopping it),
+// and an idempotent request may be sent again (RFC 9110 §9.2.2; nginx's
+// proxy_next_upstream error). Never after a timeout (the instance may be running it) or a
+// malformed answer, and at most maxStaleRetries times in all.
+func replay(uc *upstream.Conn, replayable bool, tries int, method []byte, werr, err error) retry {
+	if uc.Got != 0 || !replayable || tries >= maxStaleRetries || errors.Is(err, http1.ErrUpstream) || isTimeout(err) {
+		return noRetry
+	}
+	switch {
+	case uc.Reused && (idempotent(method) || werr != nil):
+		return retrySame
+	case !uc.Reused && idempotent(method) && (werr != nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)):
+		return retryOther
+	}
+	return noRetry
+}
+
+// another gives up in's slot, skips in for a second (why says what it did) and takes a
+// slot on another instance, or waits for one as acquire does.
+func (g *Gateway) another(rev *revision, in *balance.Instance[*backend], why string, start, deadline time.Time, gone <-chan struct{}) (*balance.Instance[*backend], time.Duration, *failure) {
+	rev.pool.Release(in)
+	rev.markDown(in, why)
+	return g.acquire(rev, start, deadline, gone)
 }
 
 func upstreamFailure(rev *revision, err error) failure {

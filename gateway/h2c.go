@@ -222,7 +222,7 @@ func (g *Gateway) roundTripH2C(ctx context.Context, rev *revision, in *balance.I
 		if !isDialError(err) || !fresh() || ctx.Err() != nil {
 			return nil, nil, cold, &f
 		}
-		rev.markDown(in)
+		rev.markDown(in, "refused a connection")
 		var wait time.Duration
 		var af *failure
 		in, wait, af = g.acquire(rev, start, deadline, ctx.Done())

@@ -374,13 +374,14 @@ func (r *revision) maybeFollow() {
 	})
 }
 
-// markDown takes an instance that refused a connection out of picking for a second.
-func (r *revision) markDown(in *balance.Instance[*backend]) {
+// markDown takes an instance out of picking for a second: it refused a connection, or
+// closed a new one unanswered (why, for the log).
+func (r *revision) markDown(in *balance.Instance[*backend], why string) {
 	if !in.Backend.downPending.CompareAndSwap(false, true) {
 		return
 	}
 	in.SetDown(true)
-	r.g.log.Warn("instance refused a connection; skipping it for 1s", zap.String("revision", r.key), zap.String("instance", in.Backend.addr))
+	r.g.log.Warn("instance "+why+"; skipping it for 1s", zap.String("revision", r.key), zap.String("instance", in.Backend.addr))
 	go func() {
 		t := r.g.clk.NewTimer(time.Second)
 		<-t.C()

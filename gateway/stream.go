@@ -108,8 +108,18 @@ func (s *stream) toH1(rev *revision, in *balance.Instance[*backend], cold time.D
 			}
 		}
 		uc.Close()
-		if replay(uc, s.buffered, stale, method, werr, err) {
+		switch replay(uc, s.buffered, stale, method, werr, err) {
+		case retrySame:
 			stale++
+			continue
+		case retryOther:
+			stale++
+			var wait time.Duration
+			if in, wait, f = g.another(rev, in, "closed a new connection unanswered", s.start, s.deadline, gone); f != nil {
+				s.fail(rev, cold+wait, *f)
+				return
+			}
+			cold += wait
 			continue
 		}
 		rev.pool.Release(in)

@@ -34,7 +34,7 @@ func (c *conn) tunnel(rev *revision, start time.Time, headLen int) bool {
 	up, err := upstream.Dial(in.Backend.addr, min(5*time.Second, deadline.Sub(g.clk.Now())))
 	if err != nil {
 		rev.pool.Release(in)
-		rev.markDown(in)
+		rev.markDown(in, "refused a connection")
 		return c.fail(rev, start, cold, failure{&http1.Error{Status: 502, Reason: "upstream_error", Msg: "rouse: revision " + rev.name + " instance refused the upgrade: " + err.Error() + "\n"}, ""})
 	}
 	head := c.buf[c.r : c.r+headLen]

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,6 +70,25 @@ type load struct {
 	wg    sync.WaitGroup
 	stop  chan struct{}
 	once  sync.Once
+
+	mu     sync.Mutex
+	bodies map[string]int // the gateway's answers to the requests that failed, by text
+}
+
+// observe keeps the body of a non-2xx answer (the gateway says why), a few distinct ones.
+func (l *load) observe(resp *http.Response) {
+	if resp.StatusCode < 300 {
+		return
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bodies == nil {
+		l.bodies = map[string]int{}
+	}
+	if k := fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b))); l.bodies[k] > 0 || len(l.bodies) < 10 {
+		l.bodies[k]++
+	}
 }
 
 // maxLoad bounds every load, whatever happens to the test.
@@ -82,7 +102,7 @@ func (p *platform) run(streams ...stream) *load {
 		rec := loadgen.NewRecorder(l.start)
 		l.recs[s.svc] = rec
 		url := fmt.Sprintf("http://%s.default.localhost/?sleep=%d", s.svc, s.sleepMS)
-		g := &loadgen.Generator{Client: cl, MaxInFlight: 2000, Recorder: rec, Stop: l.stop,
+		g := &loadgen.Generator{Client: cl, MaxInFlight: 2000, Recorder: rec, Stop: l.stop, Observe: l.observe,
 			NewRequest: func(ctx context.Context) (*http.Request, error) {
 				return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 			}}
@@ -120,6 +140,7 @@ func (p *platform) closed(svc string, n, sleepMS int) *load {
 					rec.Done(at, time.Since(at), 0, err)
 					continue
 				}
+				l.observe(resp)
 				_, err = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				rec.Done(at, time.Since(at), resp.StatusCode, err)
@@ -150,6 +171,11 @@ type outcome struct {
 // the start) are counted apart.
 func (l *load) outcome(after int) outcome {
 	o := outcome{errors: map[string]int{}}
+	l.mu.Lock()
+	for k, n := range l.bodies {
+		o.errors[k] += n
+	}
+	l.mu.Unlock()
 	for _, rec := range l.recs {
 		t := rec.Totals(0, 1<<30)
 		o.requests += t.OK + t.Errors + t.Shed
