@@ -204,7 +204,6 @@ func (g *Gateway) roundTripH2C(ctx context.Context, rev *revision, in *balance.I
 		if err == nil {
 			return resp, in, cold, nil
 		}
-		rev.pool.Release(in)
 		var f failure
 		switch reason := watchdogReason(ctx); {
 		case errors.Is(err, http1.ErrBodyTooLarge):
@@ -220,12 +219,12 @@ func (g *Gateway) roundTripH2C(ctx context.Context, rev *revision, in *balance.I
 			f = upstreamFailure(rev, err)
 		}
 		if !isDialError(err) || !fresh() || ctx.Err() != nil {
+			rev.pool.Release(in)
 			return nil, nil, cold, &f
 		}
-		rev.markDown(in, "refused a connection")
 		var wait time.Duration
 		var af *failure
-		in, wait, af = g.acquire(rev, start, deadline, ctx.Done())
+		in, wait, af = g.another(rev, in, "refused a connection", start, deadline, ctx.Done())
 		cold += wait
 		if af != nil {
 			return nil, nil, cold, af

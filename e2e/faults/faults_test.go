@@ -117,15 +117,9 @@ func nodeLost(tb testing.TB, sc scale) {
 // the new load), and no request fails.
 func scalerLeaderKilled(tb testing.TB, sc scale) {
 	p := env
-	rev := p.revision(tb, "elastic")
-	var step atomic.Bool // load tripled
-	l := p.run(stream{svc: "elastic", rate: tripled(sc.rps, &step), sleepMS: 100})
+	rev, l, step, before := p.tripling(tb, sc)
 	defer l.finish()
-	time.Sleep(sc.warm)
-	before, err := p.count(rev)
-	fatalIf(tb, err)
-	stop := make(chan struct{})
-	lo, hi, done := p.watchCounts(rev, stop)
+	stopCounts := p.watchCounts(rev)
 	old := p.leader()
 	if old == nil {
 		tb.Fatal("no scaler leads")
@@ -143,17 +137,14 @@ func scalerLeaderKilled(tb testing.TB, sc scale) {
 	p.scaledAbove(tb, rev, before, "by the new leader")
 	recovered := time.Since(killed)
 	time.Sleep(sc.hold)
-	close(stop)
-	<-done
+	lo, hi := stopCounts()
 	l.finish()
 	o := l.outcome(0)
 	p.record(tb, "scaler leader SIGKILLed", o, recovered,
-		fmt.Sprintf("failover %v; elastic count %d before, %d–%d after", failover.Round(100*time.Millisecond), before, *lo, *hi))
-	if o.Errors+o.Shed != 0 {
-		tb.Errorf("%d requests failed: %v", o.Errors+o.Shed, o.errors)
-	}
-	if *lo < before {
-		tb.Errorf("elastic's count fell to %d (from %d) across the failover", *lo, before)
+		fmt.Sprintf("failover %v; elastic count %d before, %d–%d after", failover.Round(100*time.Millisecond), before, lo, hi))
+	noneFailed(tb, o)
+	if lo < before {
+		tb.Errorf("elastic's count fell to %d (from %d) across the failover", lo, before)
 	}
 	// The killed replica comes back as a standby: the next fault has two again.
 	s, err := p.c.StartScaler(context.Background(), old.Node, old.ID+"b", multinode.DaemonOptions{})
@@ -189,8 +180,7 @@ func gatewayKilled(tb testing.TB, sc scale) {
 		before = c2
 		return nil
 	})
-	stop := make(chan struct{})
-	lo, hi, done := p.watchCounts(rev, stop)
+	stopCounts := p.watchCounts(rev)
 	var victim *multinode.Daemon
 	for _, g := range p.gateways {
 		if ok, _ := g.Exited(); !ok {
@@ -218,17 +208,16 @@ func gatewayKilled(tb testing.TB, sc scale) {
 		return nil
 	})
 	time.Sleep(sc.hold + 6*time.Second) // a whole stable window on the survivor's gauges alone
-	close(stop)
-	<-done
+	lo, hi := stopCounts()
 	l.finish()
 	o := l.outcome(l.second(killed) + 1)
 	p.record(tb, "one of two gateways SIGKILLed", o, took,
-		fmt.Sprintf("%d failed of those sent before the kill; elastic count %d before, %d–%d after", o.Errors+o.Shed-o.failedAfter, before, *lo, *hi))
+		fmt.Sprintf("%d failed of those sent before the kill; elastic count %d before, %d–%d after", o.Errors+o.Shed-o.failedAfter, before, lo, hi))
 	if o.failedAfter != 0 {
 		tb.Errorf("%d requests sent after the kill failed: %v", o.failedAfter, o.errors)
 	}
-	if 2**lo <= before || *lo < before-1 {
-		tb.Errorf("elastic's count fell to %d from %d after a gateway died", *lo, before)
+	if 2*lo <= before || lo < before-1 {
+		tb.Errorf("elastic's count fell to %d from %d after a gateway died", lo, before)
 	}
 	// A new gateway replaces it, so the next fault has two.
 	g, err := p.c.StartGateway(context.Background(), victim.Node, victim.ID+"b", multinode.DaemonOptions{})
@@ -258,8 +247,7 @@ func consulRestarted(tb testing.TB, sc scale) {
 	time.Sleep(sc.warm)
 	before, err := p.count(rev)
 	fatalIf(tb, err)
-	stop := make(chan struct{})
-	lo, hi, done := p.watchCounts(rev, stop)
+	stopCounts := p.watchCounts(rev)
 	t0 := time.Now()
 	away, err := p.c.RestartConsulServer(context.Background())
 	fatalIf(tb, err)
@@ -275,17 +263,14 @@ func consulRestarted(tb testing.TB, sc scale) {
 	})
 	recovered := time.Since(t0)
 	time.Sleep(sc.hold)
-	close(stop)
-	<-done
+	lo, hi := stopCounts()
 	l.finish()
 	o := l.outcome(0)
 	p.record(tb, "Consul server restarted", o, recovered,
-		fmt.Sprintf("server away %v; elastic count %d before, %d–%d", away.Round(100*time.Millisecond), before, *lo, *hi))
-	if o.Errors+o.Shed != 0 {
-		tb.Errorf("%d requests failed: %v", o.Errors+o.Shed, o.errors)
-	}
-	if *lo < before-1 || *lo == 0 {
-		tb.Errorf("elastic's count fell to %d from %d", *lo, before)
+		fmt.Sprintf("server away %v; elastic count %d before, %d–%d", away.Round(100*time.Millisecond), before, lo, hi))
+	noneFailed(tb, o)
+	if lo < before-1 || lo == 0 {
+		tb.Errorf("elastic's count fell to %d from %d", lo, before)
 	}
 }
 
@@ -294,13 +279,8 @@ func consulRestarted(tb testing.TB, sc scale) {
 // the count follows). No request fails.
 func nomadLeaderKilled(tb testing.TB, sc scale) {
 	p := env
-	rev := p.revision(tb, "elastic")
-	var step atomic.Bool // load tripled
-	l := p.run(stream{svc: "elastic", rate: tripled(sc.rps, &step), sleepMS: 100})
+	rev, l, step, before := p.tripling(tb, sc)
 	defer l.finish()
-	time.Sleep(sc.warm)
-	before, err := p.count(rev)
-	fatalIf(tb, err)
 	killed := time.Now()
 	old, err := p.c.KillNomadLeader()
 	fatalIf(tb, err)
@@ -313,9 +293,7 @@ func nomadLeaderKilled(tb testing.TB, sc scale) {
 	l.finish()
 	o := l.outcome(0)
 	p.record(tb, "Nomad leader SIGKILLed (3 servers)", o, recovered, fmt.Sprintf("new leader in %v", elected.Round(100*time.Millisecond)))
-	if o.Errors+o.Shed != 0 {
-		tb.Errorf("%d requests failed: %v", o.Errors+o.Shed, o.errors)
-	}
+	noneFailed(tb, o)
 	// Three servers again for the next fault: with two, one starved a moment on this
 	// shared machine is a lost quorum.
 	fatalIf(tb, p.c.RestartNomadServer(context.Background(), old))
@@ -374,14 +352,34 @@ func nodePaused(tb testing.TB, sc scale) {
 			seen(consulOut), seen(nomadDown), took.Round(100*time.Millisecond)))
 }
 
-// tripled is rps, or three times it once step is set.
-func tripled(rps float64, step *atomic.Bool) loadgen.Rate {
-	return func(time.Duration) float64 {
-		if step.Load() {
-			return 3 * rps
-		}
-		return rps
+// noneFailed fails tb if any request of o failed or was shed.
+func noneFailed(tb testing.TB, o outcome) {
+	tb.Helper()
+	if o.Errors+o.Shed != 0 {
+		tb.Errorf("%d requests failed: %v", o.Errors+o.Shed, o.errors)
 	}
+}
+
+// tripling starts elastic's load at sc.rps, ?sleep=100, and returns once it has run for
+// sc.warm: the revision, the load, the switch that triples its rate, and the count then.
+func (p *platform) tripling(tb testing.TB, sc scale) (rev string, l *load, step *atomic.Bool, before int) {
+	tb.Helper()
+	rev = p.revision(tb, "elastic")
+	step = new(atomic.Bool)
+	rate := func(time.Duration) float64 {
+		if step.Load() {
+			return 3 * sc.rps
+		}
+		return sc.rps
+	}
+	l = p.run(stream{svc: "elastic", rate: rate, sleepMS: 100})
+	time.Sleep(sc.warm)
+	before, err := p.count(rev)
+	if err != nil {
+		l.finish()
+		tb.Fatal(err)
+	}
+	return rev, l, step, before
 }
 
 // scaledAbove waits until the revision's count is above before: the scaler acted on the

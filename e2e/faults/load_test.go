@@ -275,26 +275,29 @@ func total(m map[string]int) int {
 	return n
 }
 
-// watchCounts samples the revision's Nomad count every 200 ms until stop is closed and
-// returns the lowest and highest seen.
-func (p *platform) watchCounts(rev string, stop <-chan struct{}) (lo, hi *int, done <-chan struct{}) {
-	l, h := new(int), new(int)
-	*l = 1 << 30
-	d := make(chan struct{})
+// watchCounts samples the revision's Nomad count every 200 ms until the returned stop is
+// called, which returns the lowest and highest count seen.
+func (p *platform) watchCounts(rev string) (stop func() (lo, hi int)) {
+	lo, hi := 1<<30, 0
+	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(d)
+		defer close(done)
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
 		for {
 			if c, err := p.count(rev); err == nil {
-				*l, *h = min(*l, c), max(*h, c)
+				lo, hi = min(lo, c), max(hi, c)
 			}
 			select {
-			case <-stop:
+			case <-quit:
 				return
 			case <-t.C:
 			}
 		}
 	}()
-	return l, h, d
+	return func() (int, int) {
+		close(quit)
+		<-done
+		return lo, hi
+	}
 }

@@ -71,12 +71,6 @@ type Node struct {
 	paused []int  // the PIDs a Pause stopped
 }
 
-// ConsulClient is an API client of the node's Consul agent.
-func (n *Node) ConsulClient() (*consulapi.Client, error) { return n.Consul.Client() }
-
-// NomadClient is an API client of the node's Nomad agent (which forwards to the servers).
-func (n *Node) NomadClient() (*nomadapi.Client, error) { return n.Nomad.Client() }
-
 // State is "up", "lost" or "paused".
 func (n *Node) State() string {
 	n.mu.Lock()
@@ -203,7 +197,7 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 	if len(c.Edges) > 0 {
-		if c.Nomad, err = c.Edges[0].NomadClient(); err != nil {
+		if c.Nomad, err = c.Edges[0].Nomad.Client(); err != nil {
 			return err
 		}
 	} else if c.Nomad, err = c.NomadServers[0].Client(); err != nil {
@@ -292,16 +286,18 @@ func (c *Cluster) NomadLeader() (*agents.Nomad, error) {
 func (c *Cluster) Lose(n *Node) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	pids := n.Nomad.Workloads() // before the agent dies: then its children are reparented
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
+	signal(n.Nomad.Workloads(), syscall.SIGKILL) // before the agent dies: then its children are reparented
 	n.Nomad.Kill()
 	n.Consul.Kill()
-	for _, pid := range n.Nomad.Workloads() { // any the first pass raced with
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
+	signal(n.Nomad.Workloads(), syscall.SIGKILL) // any the first pass raced with
 	n.state = "lost"
+}
+
+// signal sends sig to every one of pids; one already gone is no matter.
+func signal(pids []int, sig syscall.Signal) {
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, sig)
+	}
 }
 
 // Pause stops the node (SIGSTOP to its agents and workloads): it is there but answers
@@ -314,9 +310,7 @@ func (c *Cluster) Pause(n *Node) {
 		return
 	}
 	n.paused = append([]int{n.Nomad.PID(), n.Consul.PID()}, n.Nomad.Workloads()...)
-	for _, pid := range n.paused {
-		_ = syscall.Kill(pid, syscall.SIGSTOP)
-	}
+	signal(n.paused, syscall.SIGSTOP)
 	n.state = "paused"
 }
 
@@ -327,9 +321,7 @@ func (c *Cluster) Resume(n *Node) {
 	if n.state != "paused" {
 		return
 	}
-	for _, pid := range n.paused {
-		_ = syscall.Kill(pid, syscall.SIGCONT)
-	}
+	signal(n.paused, syscall.SIGCONT)
 	n.paused, n.state = nil, "up"
 }
 
@@ -366,16 +358,6 @@ func (c *Cluster) RestartNomadServer(ctx context.Context, s *agents.Nomad) error
 
 // Nodes are the workers and edges, in that order.
 func (c *Cluster) Nodes() []*Node { return append(append([]*Node{}, c.Workers...), c.Edges...) }
-
-// NodeOf is the node whose Nomad client has id.
-func (c *Cluster) NodeOf(nodeID string) *Node {
-	for _, n := range c.Nodes() {
-		if n.Nomad.NodeID() == nodeID {
-			return n
-		}
-	}
-	return nil
-}
 
 // Env points rouse's CLI at the cluster through the first edge node's agents.
 func (c *Cluster) Env() []string {
