@@ -6,6 +6,9 @@ TRAEFIK_VERSION     := 3.7.13
 GO                  ?= go
 BIN                 := $(CURDIR)/bin
 export PATH         := $(BIN):$(PATH)
+# The tests' and benchmarks' Nomad clients advertise this as meta.rouse_bin (the guard
+# tasks' command); set, it spares every test package a build of its own.
+ROUSE_BIN_ENV       := ROUSE_BIN=$(abspath $(BIN))/rouse
 
 .PHONY: all build examples tools docker dev dev-image test test-race vet lint fmt-check fuzz bench-deps bench-gateway bench-load bench-knative bench-chaos bench-scaler bench-scale bench-wake clean
 
@@ -54,13 +57,13 @@ observability-tools:
 	@tools/debian.sh chromium prometheus
 
 ## test: gofmt, go vet, staticcheck, then every test against real Nomad and Consul agents
-test: tools docker observability-tools fmt-check vet lint
-	$(GO) test -count=1 -timeout 40m ./...
+test: tools docker observability-tools fmt-check vet lint build
+	$(ROUSE_BIN_ENV) $(GO) test -count=1 -timeout 40m ./...
 
 ## test-race: every test again under the race detector (about 5 minutes; not in CI's
 ## `make test`, whose cold-start bounds it would slow)
-test-race: tools
-	$(GO) test -race -count=1 -timeout 60m ./...
+test-race: tools build
+	$(ROUSE_BIN_ENV) $(GO) test -race -count=1 -timeout 60m ./...
 
 vet:
 	$(GO) vet ./...
@@ -98,36 +101,36 @@ bench-deps:
 ## https, GRPC=1 for gRPC over h2c (gateway/bench/grpc.sh), both against nginx only
 bench-gateway: tools bench-deps build
 	@tools/ensure.sh traefik $(TRAEFIK_VERSION)
-	gateway/bench/run.sh
+	$(ROUSE_BIN_ENV) gateway/bench/run.sh
 
 ## bench-load: Knative's load-test shape against examples/autoscale, with a plot
 bench-load: tools build
-	$(GO) run ./examples/loadtest -out bench-results
+	$(ROUSE_BIN_ENV) $(GO) run ./examples/loadtest -out bench-results
 
 ## bench-knative: Knative's SLA gates (dataplane-probe, load-test, rollout-probe), each on its own
 ## platform, scaled where 2 cores cannot offer the rate; CSV + SVG each and the table of gates (~17 min)
 bench-knative: tools build
-	$(GO) run ./examples/loadtest -shape knative -out bench-results/knative
+	$(ROUSE_BIN_ENV) $(GO) run ./examples/loadtest -shape knative -out bench-results/knative
 
 ## bench-wake: N services at zero (examples/hello, raw_exec) woken by one request each at once, N = 25
 ## and 100, 3 rounds each, with where each wake's time went (e2e/wake; ROUSE_WAKE_N, ROUSE_WAKE_ROUNDS)
-bench-wake: tools
-	$(GO) test -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkParallelWake$$' -benchtime 1x -v ./e2e/wake/
+bench-wake: tools build
+	$(ROUSE_BIN_ENV) $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkParallelWake$$' -benchtime 1x -v ./e2e/wake/
 
 ## bench-chaos: every fault of e2e/faults on a multi-node cluster (3 Nomad servers, 3
 ## workers, 2 edges with a gateway and a scaler each), at the long scale, with its table,
 ## then 25 and 100 services woken at once on that cluster
 bench-chaos: tools build
-	$(GO) test -count=1 -timeout 40m -run '^$$' -bench '^Benchmark(Chaos|ParallelWake)$$' -benchtime 1x -v ./e2e/faults/
+	$(ROUSE_BIN_ENV) $(GO) test -count=1 -timeout 40m -run '^$$' -bench '^Benchmark(Chaos|ParallelWake)$$' -benchtime 1x -v ./e2e/faults/
 
 ## bench-scaler: KPA decisions for 10 000 revisions per tick
-bench-scaler:
-	$(GO) test -run '^$$' -bench Tick10k -benchtime 50x ./scaler/...
+bench-scaler: build
+	$(ROUSE_BIN_ENV) $(GO) test -run '^$$' -bench Tick10k -benchtime 50x ./scaler/...
 
 ## bench-scale: 1 000 services applied with the CLI, route changes to every gateway at 1 000 and
 ## 10 000 services (latency, bytes), table build, a real scaler tick; own agents, ~15 min cap
-bench-scale: tools
-	$(GO) test -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 20m ./e2e/scale/
+bench-scale: tools build
+	$(ROUSE_BIN_ENV) $(GO) test -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 20m ./e2e/scale/
 
 clean:
 	rm -rf $(BIN) .dev .dev-registry bench-results

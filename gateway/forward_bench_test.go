@@ -3,12 +3,15 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/rouse-run/rouse/gateway"
+	"github.com/rouse-run/rouse/guard"
 	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
@@ -28,13 +31,19 @@ func benchForward(b *testing.B, mod func(*gateway.Config)) {
 	}
 	defer ln.Close()
 	go serveMinimal(ln)
-	g := routePorts(b, "bench-fwd", func(c *revmeta.Config) { c.Protocol = "" }, mod, ln.Addr().(*net.TCPAddr).Port)
+	benchForwardWith(b, "bench-fwd", func(c *revmeta.Config) { c.Protocol = "" }, mod, ln.Addr().(*net.TCPAddr).Port)
+}
+
+// benchForwardWith times requests to svc's revision (configured by cfgMod) at the
+// instance on port, through a gateway configured by mod.
+func benchForwardWith(b *testing.B, svc string, cfgMod func(*revmeta.Config), mod func(*gateway.Config), port int) {
+	g := routePorts(b, svc, cfgMod, mod, port)
 	c, err := net.Dial("tcp", g.PublicAddr())
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	req := []byte("GET /x HTTP/1.1\r\nHost: " + host("bench-fwd") + "\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	req := []byte("GET /x HTTP/1.1\r\nHost: " + host(svc) + "\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
 	br := bufio.NewReaderSize(c, 16<<10)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -85,4 +94,28 @@ func serveMinimal(ln net.Listener) {
 			}
 		}()
 	}
+}
+
+// BenchmarkForwardGuarded is BenchmarkForward to a revision with a hard concurrency
+// limit: the gateway opens a connection per request to the instance's rouse guard, which
+// opens one to the instance (docs/architecture.md, "Concurrency across gateways"). The
+// client keeps its kept-alive connection. Against BenchmarkForward, paired:
+//
+//	go test -run '^$' -bench '^BenchmarkForward(Guarded)?$' -count 10 ./gateway/
+func BenchmarkForwardGuarded(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go serveMinimal(ln)
+	gd, err := guard.New(guard.Config{Listen: "127.0.0.1:0", Upstream: ln.Addr().String(), Limit: 1000, Timeout: time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gd.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	benchForwardWith(b, "bench-guarded", func(c *revmeta.Config) { c.Protocol, c.Concurrency = "", 1000 }, nil, gd.Addr().(*net.TCPAddr).Port)
 }

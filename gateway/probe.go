@@ -84,7 +84,7 @@ func (r *revision) probeLoop() {
 			}
 			out[b]++
 			go func() {
-				ok := r.g.probe(b, paths[i], r.config().H2C())
+				ok := r.g.probe(r, b, paths[i])
 				select {
 				case results <- probeResult{b, ok}:
 				case <-done:
@@ -136,13 +136,18 @@ func (r *revision) probeLoop() {
 	}
 }
 
-// probe asks an instance for its readiness path (what Consul's HTTP check asks) and
-// accepts a 2xx; with no HTTP check known it accepts a TCP connection.
-func (g *Gateway) probe(b *backend, path string, h2c bool) bool {
-	if h2c && path != "" {
-		return g.probeH2C(b.addr, path)
+// probe asks an instance of rev for its readiness path (what Consul's HTTP check asks)
+// and accepts a 2xx; with no HTTP check known it accepts a TCP connection — except behind
+// rouse's guard, whose port accepts before the app does: there only Consul's check, which
+// goes to the app itself, makes the instance routable.
+func (g *Gateway) probe(rev *revision, b *backend, path string) bool {
+	if rev.config().H2C() && path != "" {
+		return g.probeH2C(g.h2.transport(rev), b.addr, path)
 	}
 	if path == "" || path == watch.ProbeGRPC {
+		if rev.guarded() {
+			return false
+		}
 		c, err := net.DialTimeout("tcp", b.addr, probeTimeout)
 		if err != nil {
 			return false

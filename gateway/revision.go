@@ -67,8 +67,10 @@ type backend struct {
 	access      *zap.Logger // the revision's access log with the instance encoded once
 }
 
-func newBackend(id, addr string, access *zap.Logger) *backend {
-	return &backend{id: id, addr: addr, pool: upstream.Pool{Addr: addr}, access: access.With(zap.String("instance", addr))}
+// newBackend is instance id at addr; single says it is behind rouse's guard (a hard
+// concurrency limit): one request per connection, as the guard counts them.
+func newBackend(id, addr string, single bool, access *zap.Logger) *backend {
+	return &backend{id: id, addr: addr, pool: upstream.Pool{Addr: addr, Single: single}, access: access.With(zap.String("instance", addr))}
 }
 
 func (g *Gateway) newRevision(cfg revmeta.Config) *revision {
@@ -155,6 +157,10 @@ func (r *revision) setConfig(c revmeta.Config) {
 	r.mu.Unlock()
 }
 
+// guarded says the revision's instances are behind rouse's guard, which a hard
+// concurrency limit adds to the group (jobspec): they take one request per connection.
+func (r *revision) guarded() bool { return r.config().Concurrency > 0 }
+
 // timeout is the revision's request timeout.
 func (r *revision) timeout() time.Duration {
 	if t := r.config().Timeout; t > 0 {
@@ -216,7 +222,7 @@ func (r *revision) applyEndpointsLocked(svc *watch.Service) {
 				if in != nil {
 					in.Backend.pool.CloseIdle()
 				}
-				in = balance.NewInstance(ep.ID, newBackend(ep.ID, ep.Addr, r.access))
+				in = balance.NewInstance(ep.ID, newBackend(ep.ID, ep.Addr, r.guarded(), r.access))
 				r.backends[ep.ID] = in
 			}
 			b := in.Backend
@@ -279,8 +285,8 @@ func (r *revision) recomputeLocked() {
 // instance go to the gateways a hash of the instance's ID rotates to — so the gateways'
 // slots on an instance add up to exactly the limit. A gateway left with no slot on any
 // instance (more gateways than slots in the revision) takes one slot on one instance:
-// requests must be servable from every gateway, at the price of exceeding the limit by at
-// most one per such gateway (Knative's activators make the same trade).
+// requests must be servable from every gateway. The shares then add up to more than the
+// limit; the instance's guard (guard/) holds what is beyond it, so the limit stays exact.
 func shareLimits(ins []*balance.Instance[*backend], limit, n, k int) {
 	if limit <= 0 {
 		for _, in := range ins {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	nomadapi "github.com/hashicorp/nomad/api"
@@ -26,6 +27,10 @@ const (
 	restartInterval = 10 * time.Second
 	rescheduleDelay = 5 * time.Second
 	rescheduleMax   = 5 * time.Minute
+
+	// The guard task's resources: it only copies bytes between two sockets.
+	guardCPU      = 50 // MHz
+	guardMemoryMB = 32
 )
 
 // RevisionName is the name of the revision of s at generation gen: the spec's
@@ -201,7 +206,58 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 	if err := compileSidecars(s, group); err != nil {
 		return nil, revmeta.Config{}, err
 	}
+	if s.Concurrency > 0 {
+		compileGuard(s, job)
+	}
 	return job, cfg, nil
+}
+
+// compileGuard makes a revision with a hard limit (concurrency > 0) enforce it in its own
+// group: a `rouse guard` task beside the app admits at most Concurrency connections to it
+// at once and queues the rest, and the gateways, which reach the app only through it, send
+// one request per connection. The limit cannot be exact from the gateways alone: a gateway
+// that dies mid-request leaves its request running on the instance, and only something on
+// the instance's side, which outlives any gateway, knows when it ends (Knative's
+// queue-proxy; see docs/architecture.md, "Concurrency across gateways"). With concurrency
+// = 0 nothing here runs, and the job is what it was before the guard.
+func compileGuard(s *Spec, job *nomadapi.Job) {
+	group := job.TaskGroups[0]
+	main := group.Tasks[0]
+	// The guard's own port, on the node's network like the app's dynamic port.
+	group.Networks[0].DynamicPorts = append(group.Networks[0].DynamicPorts, nomadapi.Port{Label: revmeta.GuardPortLabel})
+	// Gateways find the instance at the guard's port; Consul's readiness check goes to the
+	// app itself and takes no slot (as Knative's queue-proxy probes its user container).
+	svc := main.Services[0]
+	svc.PortLabel = revmeta.GuardPortLabel
+	for i := range svc.Checks {
+		svc.Checks[i].PortLabel = revmeta.PortLabel
+	}
+	// The guard is the node's rouse binary, run by raw_exec: only nodes that say where it is.
+	bin := "${meta." + revmeta.GuardBinMeta + "}"
+	job.Constraints = append(job.Constraints, nomadapi.NewConstraint(bin, "is_set", ""))
+	group.Tasks = append(group.Tasks, &nomadapi.Task{
+		Name:   revmeta.GuardTask,
+		Driver: "raw_exec",
+		Config: map[string]any{
+			"command": bin,
+			"args": []string{
+				"guard",
+				"--listen", "${NOMAD_ADDR_" + revmeta.GuardPortLabel + "}",
+				// The app's port as the node sees it: for an image on the bridge network, the
+				// host port Nomad maps to the container's.
+				"--upstream", "${NOMAD_HOST_ADDR_" + revmeta.PortLabel + "}",
+				"--concurrency", strconv.Itoa(s.Concurrency),
+				"--timeout", s.Timeout.String(),
+			},
+		},
+		// Up before the app, and beside it for the instance's life; Nomad stops it after
+		// the app.
+		Lifecycle: &nomadapi.TaskLifecycle{Hook: nomadapi.TaskLifecycleHookPrestart, Sidecar: true},
+		Resources: &nomadapi.Resources{CPU: ptr(guardCPU), MemoryMB: ptr(guardMemoryMB)},
+		// On SIGTERM it drains the requests it admitted, each of which may run the timeout.
+		KillTimeout:   ptr(s.Timeout),
+		ShutdownDelay: main.ShutdownDelay,
+	})
 }
 
 // check rejects what Parse never produces, so a hand-built Spec fails loudly rather than

@@ -78,6 +78,9 @@ func (d *decoder) sidecars(blocks hcl.Blocks) {
 		case name == revmeta.Task:
 			d.errorf(rng, "Invalid sidecar name",
 				"%q is the name of the main task, the one that serves the port; name the sidecar after what it does.", name)
+		case name == revmeta.GuardTask:
+			d.errorf(rng, "Invalid sidecar name",
+				"%q is reserved for rouse's concurrency guard, the task a revision with concurrency > 0 runs beside the main task; name the sidecar after what it does.", name)
 		}
 		if prev, dup := seen[name]; dup {
 			d.errorf(rng, "Duplicate sidecar", "A sidecar named %q is already declared at %s.", name, prev)
@@ -255,6 +258,8 @@ func checkSidecar(sc *Sidecar) error {
 		return fmt.Errorf("name %s", dnsLabel(sc.Name, true))
 	case sc.Name == revmeta.Task:
 		return fmt.Errorf("the main task is named %q", revmeta.Task)
+	case sc.Name == revmeta.GuardTask:
+		return fmt.Errorf("%q is reserved for rouse's concurrency guard", revmeta.GuardTask)
 	}
 	switch sc.Lifecycle {
 	case LifecyclePrestart, LifecycleSidecar, LifecyclePoststart:

@@ -19,10 +19,13 @@ import (
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/tryfunc"
 	"github.com/hashicorp/hcl/v2/ext/typeexpr"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
 
 	"github.com/rouse-run/rouse/internal/harness/agents"
 )
@@ -377,14 +380,31 @@ func TestCloudInitRendersValidAgentConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, role := range []string{"server", "client"} {
-		t.Run(role, func(t *testing.T) {
+	const (
+		rouseURL    = "https://github.com/rouse-run/rouse/releases/download/v0.1.0/rouse-linux-amd64"
+		rouseSHA256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	)
+	for _, c := range []struct {
+		name, role string
+		rouseURL   string // "" = a cluster without guard support (the default)
+	}{
+		{"server", "server", ""},
+		{"client", "client", ""},
+		{"client-with-rouse", "client", rouseURL},
+	} {
+		role := c.role
+		t.Run(c.name, func(t *testing.T) {
 			vars := map[string]cty.Value{}
 			for _, k := range keys {
 				vars[k] = cty.StringVal("sample-" + k)
 			}
 			// Values the agents check for shape.
 			vars["role"] = cty.StringVal(role)
+			vars["rouse_binary_url"] = cty.StringVal(c.rouseURL)
+			vars["rouse_binary_sha256"] = cty.StringVal("")
+			if c.rouseURL != "" {
+				vars["rouse_binary_sha256"] = cty.StringVal(rouseSHA256)
+			}
 			vars["consul_gossip"] = cty.StringVal("pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=")
 			vars["nomad_gossip"] = cty.StringVal("pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=")
 			vars["agent_token"] = cty.StringVal("3f0e2f4b-7a31-4cf6-9d1e-6a0e3c4f5b21")
@@ -435,6 +455,163 @@ func TestCloudInitRendersValidAgentConfigs(t *testing.T) {
 			nomadCfg := write("nomad.hcl", files["/etc/nomad.d/rouse.hcl"])
 			if b, err := exec.Command(bins.Nomad, "config", "validate", nomadCfg).CombinedOutput(); err != nil {
 				t.Errorf("nomad config validate: %v\n%s\n%s", err, b, files["/etc/nomad.d/rouse.hcl"])
+			}
+
+			// Guard support (revisions with a hard concurrency limit run `rouse guard` as a
+			// raw_exec task of ${meta.rouse_bin}): on clients given a rouse binary, and only there.
+			guard := c.rouseURL != ""
+			rouseBin, rawExec := nomadGuardSupport(t, files["/etc/nomad.d/rouse.hcl"])
+			if want := map[bool]string{true: "/usr/local/bin/rouse"}[guard]; rouseBin != want {
+				t.Errorf("nomad client meta.rouse_bin = %q, want %q\n%s", rouseBin, want, files["/etc/nomad.d/rouse.hcl"])
+			}
+			if rawExec != guard {
+				t.Errorf("raw_exec enabled = %v, want %v\n%s", rawExec, guard, files["/etc/nomad.d/rouse.hcl"])
+			}
+			setup := files["/usr/local/sbin/rouse-node-setup"]
+			for _, want := range []string{
+				`retry 24 curl -fsSL -o /usr/local/bin/rouse.download "` + rouseURL + `"`,
+				`echo "` + rouseSHA256 + `  /usr/local/bin/rouse.download" | sha256sum -c --strict -`,
+				"chmod 0755 /usr/local/bin/rouse.download",
+				"mv -f /usr/local/bin/rouse.download /usr/local/bin/rouse",
+			} {
+				if strings.Contains(setup, want) != guard {
+					t.Errorf("setup script has %q: %v, want %v", want, !guard, guard)
+				}
+			}
+			if !guard && (strings.Contains(setup, "sha256sum") || strings.Contains(setup, "/usr/local/bin/rouse")) {
+				t.Errorf("setup script installs rouse without a rouse_binary_url:\n%s", setup)
+			}
+			if guard {
+				// The binary must be checked before anything can run it: installed only after
+				// the check passes, and all of it before Nomad starts.
+				check := strings.Index(setup, "sha256sum -c")
+				install := strings.Index(setup, "mv -f /usr/local/bin/rouse.download")
+				nomad := strings.Index(setup, "systemctl enable --now nomad")
+				if !(check < install && install < nomad) {
+					t.Errorf("setup script must check the sha256, then install rouse, then start Nomad:\n%s", setup)
+				}
+			}
+		})
+	}
+}
+
+// nomadGuardSupport reads what a Nomad agent config says about guard tasks: the client's
+// meta.rouse_bin ("" if unset) and whether the raw_exec plugin is enabled.
+func nomadGuardSupport(t *testing.T, cfg string) (rouseBin string, rawExec bool) {
+	t.Helper()
+	f, diags := hclsyntax.ParseConfig([]byte(cfg), "nomad.hcl", hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	literal := func(a *hclsyntax.Attribute) cty.Value {
+		v, diags := a.Expr.Value(nil)
+		if diags.HasErrors() {
+			t.Fatalf("%s: not a literal: %s", a.SrcRange, diags.Error())
+		}
+		return v
+	}
+	for _, b := range f.Body.(*hclsyntax.Body).Blocks {
+		switch {
+		case b.Type == "client":
+			for _, m := range b.Body.Blocks {
+				if a := m.Body.Attributes["rouse_bin"]; m.Type == "meta" && a != nil {
+					rouseBin = literal(a).AsString()
+				}
+			}
+		case b.Type == "plugin" && len(b.Labels) == 1 && b.Labels[0] == "raw_exec":
+			for _, c := range b.Body.Blocks {
+				if a := c.Body.Attributes["enabled"]; c.Type == "config" && a != nil {
+					rawExec = literal(a).True()
+				}
+			}
+		}
+	}
+	return rouseBin, rawExec
+}
+
+// TestRouseBinaryValidation evaluates the validation rules of cluster-aws's
+// rouse_binary_url and rouse_binary_sha256 as `terraform plan` would (with Terraform's own
+// can() and regex(), which are HCL's and cty's): the pair is set together or not at all,
+// the checksum is sha256sum's lower-case hex, and the URL, pasted into the clients' setup
+// script, holds nothing the shell would read.
+func TestRouseBinaryValidation(t *testing.T) {
+	m := loadModule(t, "modules/cluster-aws")
+	type rule struct {
+		variable         string
+		condition, error hclsyntax.Expression
+	}
+	var rules []rule
+	for _, name := range []string{"rouse_binary_url", "rouse_binary_sha256"} {
+		b := m.variables[name]
+		if b == nil {
+			t.Fatalf("cluster-aws declares no %s", name)
+		}
+		if d, _ := b.Body.Attributes["default"].Expr.Value(nil); d != cty.StringVal("") {
+			t.Errorf("%s: default %#v, want \"\" (no guard support unless asked for)", name, d)
+		}
+		for _, v := range b.Body.Blocks {
+			if v.Type == "validation" {
+				rules = append(rules, rule{name, v.Body.Attributes["condition"].Expr, v.Body.Attributes["error_message"].Expr})
+			}
+		}
+	}
+	if len(rules) < 3 {
+		t.Fatalf("found %d validation rules on rouse_binary_url and rouse_binary_sha256", len(rules))
+	}
+	ctx := func(url, sum string) *hcl.EvalContext {
+		return &hcl.EvalContext{
+			Variables: map[string]cty.Value{"var": cty.ObjectVal(map[string]cty.Value{
+				"rouse_binary_url":    cty.StringVal(url),
+				"rouse_binary_sha256": cty.StringVal(sum),
+			})},
+			Functions: map[string]function.Function{"can": tryfunc.CanFunc, "regex": stdlib.RegexFunc},
+		}
+	}
+	const (
+		url = "https://github.com/rouse-run/rouse/releases/download/v0.1.0/rouse-linux-arm64"
+		sum = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	)
+	for _, c := range []struct {
+		name, url, sum string
+		wantError      string // a part of the one error expected, "" = valid
+	}{
+		{"neither", "", "", ""},
+		{"both", url, sum, ""},
+		{"plain http (the checksum is what is trusted)", "http://mirror.internal:8080/rouse?v=0.1.0&arch=amd64", sum, ""},
+		{"url without checksum", url, "", "rouse_binary_sha256 is not"},
+		{"checksum without url", "", sum, "rouse_binary_url is not"},
+		{"upper-case checksum", url, strings.ToUpper(sum), "64 lower-case hex digits"},
+		{"short checksum", url, sum[:63], "64 lower-case hex digits"},
+		{"checksum with its file name", url, sum + "  rouse", "64 lower-case hex digits"},
+		{"not http", "ftp://example.com/rouse", sum, "http(s) URL"},
+		{"no scheme", "example.com/rouse", sum, "http(s) URL"},
+		{"command substitution", "https://example.com/$(reboot)", sum, "http(s) URL"},
+		{"quote", `https://example.com/rouse"; reboot; "`, sum, "http(s) URL"},
+		{"backtick", "https://example.com/`reboot`", sum, "http(s) URL"},
+		{"space", "https://example.com/a b", sum, "http(s) URL"},
+		{"newline", "https://example.com/rouse\nreboot", sum, "http(s) URL"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var failed []string
+			for _, r := range rules {
+				ok, diags := r.condition.Value(ctx(c.url, c.sum))
+				if diags.HasErrors() {
+					t.Fatalf("%s: %s", r.condition.Range(), diags.Error())
+				}
+				if ok.True() {
+					continue
+				}
+				msg, diags := r.error.Value(nil)
+				if diags.HasErrors() {
+					t.Fatalf("%s: error_message is not a literal", r.error.Range())
+				}
+				failed = append(failed, r.variable+": "+msg.AsString())
+			}
+			switch {
+			case c.wantError == "" && len(failed) > 0:
+				t.Errorf("url %q, sha256 %q rejected:\n%s", c.url, c.sum, strings.Join(failed, "\n"))
+			case c.wantError != "" && (len(failed) != 1 || !strings.Contains(failed[0], c.wantError)):
+				t.Errorf("url %q, sha256 %q: got errors\n%s\nwant exactly one containing %q", c.url, c.sum, strings.Join(failed, "\n"), c.wantError)
 			}
 		})
 	}

@@ -199,8 +199,17 @@ func runDev(ctx context.Context, o *rootOptions, d devOptions) error {
 		hints = append(hints, "rouse list", "rouse apply -f examples/autoscale/service.hcl -var bin=$PWD/bin")
 		return hints, nil
 	}
+	// The Nomad client's meta.rouse_bin, the guard tasks' command, is this very binary: an
+	// installed rouse needs no source tree to build one.
+	self, err := os.Executable()
+	if err == nil {
+		self, err = filepath.EvalSymlinks(self)
+	}
+	if err != nil {
+		return fmt.Errorf("the rouse binary's path (for the Nomad client's meta.%s): %w", revmeta.GuardBinMeta, err)
+	}
 	return devenv.Run(ctx, devenv.Config{
-		Dir: d.dir, ConsulPort: d.consulPort, NomadPort: d.nomadPort,
+		Dir: d.dir, ConsulPort: d.consulPort, NomadPort: d.nomadPort, RouseBin: self,
 		Daemons: daemons, Deploy: deploy, Out: o.Stdout, Logger: logger,
 	})
 }

@@ -102,7 +102,7 @@ NOMAD_NAMESPACE, CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN, or from the flags below
 
 // platformCmds are the daemons rouse runs as.
 func platformCmds(o *rootOptions) []*cobra.Command {
-	return []*cobra.Command{newDevCmd(o), newGatewayCmd(o), newScalerCmd(o)}
+	return []*cobra.Command{newDevCmd(o), newGatewayCmd(o), newScalerCmd(o), newGuardCmd(o)}
 }
 
 func envOr(getenv func(string) string, key, def string) string {

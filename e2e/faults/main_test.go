@@ -72,6 +72,9 @@ func (p *platform) start() error {
 		return err
 	}
 	p.apps = filepath.Dir(bin)
+	if _, err := p.c.GoBuild("./gateway/internal/testbackend"); err != nil { // beside it
+		return err
+	}
 	for i, e := range p.c.Edges {
 		g, err := p.c.StartGateway(ctx, e, fmt.Sprintf("gw-%d", i+1), multinode.DaemonOptions{})
 		if err != nil {
@@ -128,10 +131,7 @@ var services = []service{
 
 // apply deploys examples/autoscale as name through the CLI and waits for it.
 func (p *platform) apply(name, autoscaling string) error {
-	spec := fmt.Sprintf(`variable "bin" {
-  type = string
-}
-service %q {
+	return p.applySpec(name, fmt.Sprintf(`service %q {
   command = "${var.bin}/autoscale"
   resources {
     cpu    = 20
@@ -142,7 +142,13 @@ service %q {
     %s
   }
 }
-`, name, autoscaling)
+`, name, autoscaling))
+}
+
+// applySpec applies the service block spec (its command under ${var.bin}, p.apps)
+// through the CLI and waits for it.
+func (p *platform) applySpec(name, spec string) error {
+	spec = "variable \"bin\" {\n  type = string\n}\n" + spec
 	f := filepath.Join(p.c.Dir, name+".hcl")
 	if err := os.WriteFile(f, []byte(spec), 0o644); err != nil {
 		return err

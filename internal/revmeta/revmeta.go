@@ -15,6 +15,17 @@ const (
 	Task      = "app"
 	PortLabel = "http"
 
+	// GuardTask and GuardPortLabel exist only in a revision with a hard limit
+	// (concurrency > 0): the task running `rouse guard`, which admits at most that many
+	// connections to the app at once, and the dynamic port it listens on, which the
+	// revision's Consul service then points at (the app's own port stays PortLabel).
+	GuardTask      = "rouse-guard"
+	GuardPortLabel = "guard"
+	// GuardBinMeta is the Nomad client meta key holding the path of the rouse binary on
+	// the node (client `meta { rouse_bin = "/usr/local/bin/rouse" }`): the guard task runs
+	// ${meta.rouse_bin}, and a revision with a guard is placed only where it is set.
+	GuardBinMeta = "rouse_bin"
+
 	// TagRouse marks every Consul service registered by a revision.
 	TagRouse = "rouse"
 	// TagServicePrefix + service name is the second tag ("rouse.service=hello").

@@ -38,7 +38,7 @@ func main() {
 	if d, err := time.ParseDuration(os.Getenv("READY_DELAY")); err == nil {
 		readyAt = readyAt.Add(d)
 	}
-	var inflight, served atomic.Int64
+	var inflight, served, maxInflight atomic.Int64
 	instance := rev + "@" + port
 
 	mux := http.NewServeMux()
@@ -49,18 +49,25 @@ func main() {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	// / answers who served: the revision and the instance.
+	// / answers who served: the revision and the instance. With hold=1 a sleep runs to
+	// its end even when the client goes, as a message consumer finishes its message.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		n := inflight.Add(1)
 		defer inflight.Add(-1)
+		for m := maxInflight.Load(); n > m && !maxInflight.CompareAndSwap(m, n); m = maxInflight.Load() {
+		}
 		served.Add(1)
 		w.Header().Set("X-Revision", rev)
 		w.Header().Set("X-Instance", instance)
 		w.Header().Set("X-Inflight", strconv.FormatInt(n, 10))
 		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
+			done := r.Context().Done()
+			if r.URL.Query().Get("hold") == "1" {
+				done = nil
+			}
 			select {
 			case <-time.After(d):
-			case <-r.Context().Done():
+			case <-done:
 				return
 			}
 		}
@@ -129,9 +136,10 @@ func main() {
 			}
 		}
 	})
-	// /stats: requests served by / and in flight now.
+	// /stats: requests begun by /, in flight now, and the most it ever had in flight at
+	// once (/stats counts in none of them).
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "served=%d inflight=%d\n", served.Load(), inflight.Load())
+		fmt.Fprintf(w, "served=%d inflight=%d max=%d\n", served.Load(), inflight.Load(), maxInflight.Load())
 	})
 
 	// /raw/… answers the request URI exactly as received (the mux would clean it).

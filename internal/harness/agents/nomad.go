@@ -11,6 +11,8 @@ import (
 	"time"
 
 	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
 // NomadOptions configure a Nomad agent: a dev agent (server + client in one process), or a
@@ -45,6 +47,10 @@ type NomadOptions struct {
 	// HostVolumes are the client's host_volume stanzas, by name: each a directory on this
 	// machine (created if missing) that jobs mount with a `volume { type = "host" }`.
 	HostVolumes map[string]HostVolume
+	// Meta is the client's node meta (`client { meta { ... } }`), for a dev agent or a
+	// client. StartNomad adds revmeta.GuardBinMeta = RouseBinary(Dir) when it is missing: rouse's
+	// guard tasks run ${meta.rouse_bin}.
+	Meta map[string]string
 }
 
 // HostVolume is one `client { host_volume "<name>" { path, read_only } }` of the agent.
@@ -175,8 +181,35 @@ func (n *Nomad) Client() (*nomadapi.Client, error) {
 // StartNomad starts `nomad agent -dev` on loopback with raw_exec enabled and the cloud
 // fingerprinters denied (they hang a dev client on machines without metadata services),
 // and waits until its node is ready with raw_exec (and, with o.Docker, docker) healthy.
+// A client (dev or client role) advertises meta.rouse_bin: o.Meta's, else RouseBinary(o.Dir).
 func StartNomad(ctx context.Context, o NomadOptions) (*Nomad, error) {
+	o, err := withRouseBin(o)
+	if err != nil {
+		return nil, err
+	}
 	return retryBind(func() (*Nomad, error) { return startNomad(ctx, o) })
+}
+
+// withRouseBin is o with Meta[revmeta.GuardBinMeta] set to RouseBinary(o.Dir) for an
+// agent that runs a client and whose Meta has none; o's own map is left as it is.
+func withRouseBin(o NomadOptions) (NomadOptions, error) {
+	if o.Role == RoleServer {
+		return o, nil
+	}
+	if _, ok := o.Meta[revmeta.GuardBinMeta]; ok {
+		return o, nil
+	}
+	bin, err := RouseBinary(o.Dir)
+	if err != nil {
+		return o, fmt.Errorf("nomad client meta.%s: %w", revmeta.GuardBinMeta, err)
+	}
+	meta := make(map[string]string, len(o.Meta)+1)
+	for k, v := range o.Meta {
+		meta[k] = v
+	}
+	meta[revmeta.GuardBinMeta] = bin
+	o.Meta = meta
+	return o, nil
 }
 
 func startNomad(ctx context.Context, o NomadOptions) (*Nomad, error) {
@@ -333,8 +366,28 @@ func clientBlock(o NomadOptions, vols string) string {
   max_kill_timeout  = "3600s"
   options { "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean" }
 `)
+	b.WriteString(metaBlock(o.Meta))
 	b.WriteString(vols)
 	b.WriteString("}\nplugin \"raw_exec\" { config { enabled = true } }\n")
+	return b.String()
+}
+
+// metaBlock is the client stanza's node meta, in key order; "" for none.
+func metaBlock(meta map[string]string) string {
+	if len(meta) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("  meta {\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "    %q = %q\n", k, meta[k])
+	}
+	b.WriteString("  }\n")
 	return b.String()
 }
 

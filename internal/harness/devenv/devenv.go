@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
 // Platform is what the daemons and the deploy step get: clients of the running agents.
@@ -44,6 +45,9 @@ type Config struct {
 	ConsulPort int    // 8500 like `consul agent -dev`
 	NomadPort  int    // 4646 like `nomad agent -dev`
 	Daemons    []Daemon
+	// RouseBin is the rouse binary the Nomad client advertises as meta.rouse_bin, the
+	// command of the guard tasks (rouse dev passes itself); "" = agents.RouseBinary(dir).
+	RouseBin string
 	// Deploy runs once the daemons are up (e.g. apply examples/hello); its returned
 	// lines are printed as "try" hints.
 	Deploy func(ctx context.Context, p Platform) (hints []string, err error)
@@ -102,7 +106,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	pingCtx, cancelPing := context.WithTimeout(startCtx, 2*time.Second)
 	docker := agents.NewDocker().Ping(pingCtx) == nil
 	cancelPing()
-	nomad, err := agents.StartNomad(startCtx, agents.NomadOptions{Bin: bins.Nomad, Dir: dir, HTTPPort: cfg.NomadPort, ConsulAddr: consul.Addr, Docker: docker})
+	no := agents.NomadOptions{Bin: bins.Nomad, Dir: dir, HTTPPort: cfg.NomadPort, ConsulAddr: consul.Addr, Docker: docker}
+	if cfg.RouseBin != "" {
+		no.Meta = map[string]string{revmeta.GuardBinMeta: cfg.RouseBin}
+	}
+	nomad, err := agents.StartNomad(startCtx, no)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/rouse-run/rouse/internal/harness/agents"
+	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
 // EdgePool is the Nomad node pool of the edge nodes.
@@ -124,6 +125,25 @@ func Start(opts Options) (*Cluster, error) {
 }
 
 func (c *Cluster) start(ctx context.Context) error {
+	// The nodes advertise the cluster's own rouse (the daemons' binary) as meta.rouse_bin,
+	// the command of the guard tasks: built beside the servers' start, awaited before the
+	// nodes'.
+	type built struct {
+		path string
+		err  error
+	}
+	rouseBin := make(chan built, 1)
+	go func() {
+		p, err := c.GoBuild("./cmd/rouse")
+		rouseBin <- built{p, err}
+	}()
+	var rb built
+	awaited := false
+	defer func() { // an early return still waits: Stop removes the directory it builds into
+		if !awaited {
+			<-rouseBin
+		}
+	}()
 	var err error
 	sdir := filepath.Join(c.Dir, "consul-server")
 	if err := os.MkdirAll(sdir, 0o755); err != nil {
@@ -160,6 +180,11 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 
+	rb, awaited = <-rouseBin, true
+	if rb.err != nil {
+		return rb.err
+	}
+
 	// Nodes start in parallel: each is a Consul client and a Nomad client of its own.
 	type result struct {
 		n   *Node
@@ -177,7 +202,7 @@ func (c *Cluster) start(ctx context.Context) error {
 			if edge {
 				name = fmt.Sprintf("edge-%d", i-c.opts.Workers+1)
 			}
-			n, err := c.startNode(ctx, name, edge, i)
+			n, err := c.startNode(ctx, name, edge, i, rb.path)
 			results[i] = result{n, err}
 		}()
 	}
@@ -206,8 +231,9 @@ func (c *Cluster) start(ctx context.Context) error {
 	return nil
 }
 
-// startNode starts one node's Consul client and Nomad client; i picks its dynamic ports.
-func (c *Cluster) startNode(ctx context.Context, name string, edge bool, i int) (*Node, error) {
+// startNode starts one node's Consul client and Nomad client; i picks its dynamic ports,
+// rouseBin is its meta.rouse_bin.
+func (c *Cluster) startNode(ctx context.Context, name string, edge bool, i int, rouseBin string) (*Node, error) {
 	d := filepath.Join(c.Dir, name)
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return nil, err
@@ -223,7 +249,8 @@ func (c *Cluster) startNode(ctx context.Context, name string, edge bool, i int) 
 		servers = append(servers, s.RPCAddr)
 	}
 	no := agents.NomadOptions{Bin: c.bins.Nomad, Dir: d, Role: agents.RoleClient, Name: name, Servers: servers,
-		ConsulAddr: n.Consul.Addr, DynamicPorts: [2]int{20000 + 1000*i, 20000 + 1000*i + 999}}
+		ConsulAddr: n.Consul.Addr, DynamicPorts: [2]int{20000 + 1000*i, 20000 + 1000*i + 999},
+		Meta: map[string]string{revmeta.GuardBinMeta: rouseBin}}
 	if edge {
 		no.NodePool = EdgePool
 	}

@@ -12,6 +12,7 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/rouse-run/rouse/internal/harness/poll"
+	"github.com/rouse-run/rouse/internal/revmeta"
 )
 
 // TestCluster proves the harness's primitives on a real cluster: every node joins Consul
@@ -55,6 +56,20 @@ func TestCluster(t *testing.T) {
 	}
 	if len(pools) != 4 || pools["edge-1"] != EdgePool || pools["worker-1"] != "default" {
 		t.Fatalf("nodes and pools: %v", pools)
+	}
+	// Every node advertises the cluster's rouse as meta.rouse_bin: the guard tasks' command.
+	rouse, err := c.GoBuild("./cmd/rouse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes() {
+		nd, _, err := c.Nomad.Nodes().Info(n.Nomad.NodeID(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := nd.Meta[revmeta.GuardBinMeta]; got != rouse {
+			t.Errorf("node %s: meta.%s = %q, want %s", n.Name, revmeta.GuardBinMeta, got, rouse)
+		}
 	}
 
 	sleep, err := c.GoBuild("./examples/hello")

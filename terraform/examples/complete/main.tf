@@ -13,6 +13,11 @@ module "cluster" {
   source = "../../modules/cluster-aws"
 
   name = var.name
+
+  # The rouse binary the clients run as the concurrency guard of revisions with a hard
+  # `concurrency` limit, with raw_exec on (see docs/terraform.md); "" = no guard support.
+  rouse_binary_url    = var.rouse_binary_url
+  rouse_binary_sha256 = var.rouse_binary_sha256
 }
 
 provider "nomad" {

@@ -20,6 +20,18 @@ variable "rouse_image" {
   type        = string
 }
 
+variable "rouse_binary_url" {
+  description = "URL of the rouse release binary for the clients (linux/amd64 with the default AMI), which lets them run revisions with a hard concurrency limit and enables raw_exec on them; \"\" = such revisions are not placed. See cluster-aws."
+  type        = string
+  default     = ""
+}
+
+variable "rouse_binary_sha256" {
+  description = "SHA-256 of the file at rouse_binary_url (64 lower-case hex digits); required with it."
+  type        = string
+  default     = ""
+}
+
 variable "nomad_address" {
   description = "Where Terraform reaches Nomad's API: the APIs are VPC-only, so by default an SSM port forward to a server on localhost (see README)."
   type        = string

@@ -48,6 +48,9 @@ locals {
     node_class      = var.client_node_class
     consul_mgmt     = ""
     nomad_bootstrap = ""
+    # Only clients run revisions, so only they get the guard's binary and raw_exec.
+    rouse_binary_url    = ""
+    rouse_binary_sha256 = ""
   }
   node_config = {
     # Both bootstrap secrets go to the servers only; every server may try the one-time
@@ -57,7 +60,11 @@ locals {
       consul_mgmt     = random_uuid.consul_management_token.result
       nomad_bootstrap = random_uuid.nomad_management_token.result
     })
-    client = merge(local.node_config_common, { role = "client" })
+    client = merge(local.node_config_common, {
+      role                = "client"
+      rouse_binary_url    = var.rouse_binary_url
+      rouse_binary_sha256 = var.rouse_binary_sha256
+    })
   }
 }
 

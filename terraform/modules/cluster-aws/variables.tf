@@ -148,3 +148,35 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "rouse_binary_url" {
+  description = "URL of a rouse release binary for the clients' CPU (linux/amd64 or linux/arm64), installed as /usr/local/bin/rouse and advertised as meta.rouse_bin, with raw_exec enabled, so they can run the concurrency guard of revisions with a hard concurrency limit. \"\" = no guard support: such revisions are never placed on these clients (Nomad finds their meta.rouse_bin constraint unmet), and raw_exec stays off."
+  type        = string
+  default     = ""
+
+  validation {
+    # Characters of a URL with no shell meaning inside double quotes: it is pasted into
+    # the clients' setup script.
+    condition     = var.rouse_binary_url == "" || can(regex("^https?://[A-Za-z0-9._~:/?#@!&()*+,;=%-]+$", var.rouse_binary_url))
+    error_message = "rouse_binary_url must be an http(s) URL without spaces, quotes, backslashes, $ or backticks (for example https://github.com/rouse-run/rouse/releases/download/v0.1.0/rouse-linux-amd64), or \"\"."
+  }
+  validation {
+    condition     = var.rouse_binary_url == "" || var.rouse_binary_sha256 != ""
+    error_message = "rouse_binary_url is set but rouse_binary_sha256 is not: give the binary's SHA-256 (sha256sum rouse-linux-amd64), which every client checks before installing it."
+  }
+}
+
+variable "rouse_binary_sha256" {
+  description = "SHA-256 of the file at rouse_binary_url, 64 lower-case hex digits; required with it. A client whose download does not match fails its setup and never starts Nomad."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.rouse_binary_sha256 == "" || can(regex("^[0-9a-f]{64}$", var.rouse_binary_sha256))
+    error_message = "rouse_binary_sha256 must be 64 lower-case hex digits (the first field of sha256sum's output), or \"\"."
+  }
+  validation {
+    condition     = var.rouse_binary_sha256 == "" || var.rouse_binary_url != ""
+    error_message = "rouse_binary_sha256 is set but rouse_binary_url is not: set both (the clients download the binary from the URL and check it against this), or neither."
+  }
+}
