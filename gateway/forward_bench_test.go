@@ -97,9 +97,9 @@ func serveMinimal(ln net.Listener) {
 }
 
 // BenchmarkForwardGuarded is BenchmarkForward to a revision with a hard concurrency
-// limit: the gateway opens a connection per request to the instance's rouse guard, which
-// opens one to the instance (docs/architecture.md, "Concurrency across gateways"). The
-// client keeps its kept-alive connection. Against BenchmarkForward, paired:
+// limit: through the instance's rouse guard, one more kept-alive HTTP hop on the
+// instance's node (docs/architecture.md, "Concurrency across gateways"). Against
+// BenchmarkForward:
 //
 //	go test -run '^$' -bench '^BenchmarkForward(Guarded)?$' -count 10 ./gateway/
 func BenchmarkForwardGuarded(b *testing.B) {

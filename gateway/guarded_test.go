@@ -103,62 +103,15 @@ func h2Sequential(t *testing.T, g *gateway.Gateway, svc string, n int) {
 	}
 }
 
-// A revision with a hard limit sits behind rouse's guard, which counts connections as
-// requests: on every path to an instance (HTTP/1.1 and HTTP/2 clients to an HTTP/1.1
-// instance, any client to an h2c instance) the gateway gives each request its own
-// connection and closes it after the answer, while the client keeps its kept-alive
-// connection. Without a limit, one kept-alive connection carries them all.
-func TestGuardedRevisionOneRequestPerConnection(t *testing.T) {
-	const n = 5
-	for _, tc := range []struct {
-		name     string
-		protocol string
-		send     func(*testing.T, *gateway.Gateway, string, int)
-	}{
-		{"h1-client-h1-instance", "", h1Sequential},
-		{"h2-client-h1-instance", "", h2Sequential},
-		{"h1-client-h2c-instance", revmeta.ProtocolH2C, h1Sequential},
-		{"h2-client-h2c-instance", revmeta.ProtocolH2C, h2Sequential},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for _, limit := range []int{0, 3} {
-				b := newConnCounter(t, 0)
-				svc := fmt.Sprintf("onepc-%s-%d", map[string]string{"": "h1", revmeta.ProtocolH2C: "h2c"}[tc.protocol], limit)
-				if tc.send == nil {
-					t.Fatal("no sender")
-				}
-				g := routePorts(t, svc, func(c *revmeta.Config) { c.Protocol, c.Concurrency = tc.protocol, limit }, nil, b.port())
-				base := b.conns.Load() // the gateway's readiness probe
-				tc.send(t, g, svc, n)
-				got := b.conns.Load() - base
-				want := int64(1)
-				if limit > 0 {
-					want = n
-				}
-				if got != want {
-					t.Fatalf("concurrency %d: %d requests came on %d connections, want %d", limit, n, got, want)
-				}
-				if limit > 0 {
-					deadline := time.Now().Add(5 * time.Second)
-					for b.closed.Load() < b.conns.Load() {
-						if time.Now().After(deadline) {
-							t.Fatalf("concurrency %d: %d of %d connections still open after their answers", limit, b.conns.Load()-b.closed.Load(), b.conns.Load())
-						}
-						time.Sleep(10 * time.Millisecond)
-					}
-				}
-			}
-		})
-	}
-}
-
-// Through a real guard (concurrency 1) the instance never has two requests at once, with
-// clients on kept-alive HTTP/1.1 and HTTP/2 connections, and none waits for a slot an idle
-// connection holds: 8 requests of 100 ms take 0.8 s, not a timeout.
+// A revision with a hard limit sits behind rouse's guard (jobspec adds it). Through a real
+// guard of concurrency 1, the instance never has two requests at once, with clients on
+// kept-alive HTTP/1.1 and HTTP/2 connections, to an HTTP/1.1 and an h2c instance: 8
+// requests of 100 ms take 0.8 s and a little, and the guard keeps its connections to the
+// instance alive.
 func TestGuardedRevisionThroughGuard(t *testing.T) {
 	for _, protocol := range []string{"", revmeta.ProtocolH2C} {
 		b := newConnCounter(t, 100*time.Millisecond)
-		gd, err := guard.New(guard.Config{Listen: "127.0.0.1:0", Upstream: b.ln.Addr().String(), Limit: 1, Timeout: 10 * time.Second})
+		gd, err := guard.New(guard.Config{Listen: "127.0.0.1:0", Upstream: b.ln.Addr().String(), H2C: protocol != "", Limit: 1, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,6 +137,9 @@ func TestGuardedRevisionThroughGuard(t *testing.T) {
 		}
 		if b.requests.Load() != 8 || took < 800*time.Millisecond || took > 5*time.Second {
 			t.Fatalf("%q: %d requests in %s; want 8 in 0.8 s and a little", protocol, b.requests.Load(), took)
+		}
+		if c := b.conns.Load(); c > 2 { // the readiness probe's and the guard's one
+			t.Fatalf("%q: the instance got %d connections for 8 requests", protocol, c)
 		}
 	}
 }

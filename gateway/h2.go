@@ -54,17 +54,6 @@ type h2engine struct {
 	srv  *http2.Server
 	base *http.Server    // carries MaxHeaderBytes, and GOAWAY on drain (its Shutdown)
 	tr   *http.Transport // h2c only
-	// single is tr without keep-alive, one stream per connection, for instances behind
-	// rouse's guard (revision.guarded), which counts connections as requests.
-	single *http.Transport
-}
-
-// transport is the h2c transport for rev's instances.
-func (e *h2engine) transport(rev *revision) *http.Transport {
-	if rev.guarded() {
-		return e.single
-	}
-	return e.tr
 }
 
 func (g *Gateway) newH2() {
@@ -86,9 +75,7 @@ func (g *Gateway) newH2() {
 	// ConfigureServer registers the GOAWAY of every connection with base.Shutdown (drain)
 	// and takes base's IdleTimeout.
 	_ = http2.ConfigureServer(base, srv)
-	single := g.newH2CTransport()
-	single.DisableKeepAlives = true
-	g.h2 = h2engine{srv: srv, base: base, tr: g.newH2CTransport(), single: single}
+	g.h2 = h2engine{srv: srv, base: base, tr: g.newH2CTransport()}
 }
 
 // zapWriter takes net/http's log lines (HTTP/2 protocol errors) into the gateway's log.

@@ -200,7 +200,7 @@ func (s *stream) toH2C(rev *revision, in *balance.Instance[*backend], cold time.
 // released.
 func (g *Gateway) roundTripH2C(ctx context.Context, rev *revision, in *balance.Instance[*backend], cold time.Duration, start, deadline time.Time, build func(addr string) *http.Request, fresh func() bool) (*http.Response, *balance.Instance[*backend], time.Duration, *failure) {
 	for {
-		resp, err := g.h2.transport(rev).RoundTrip(build(in.Backend.addr))
+		resp, err := g.h2.tr.RoundTrip(build(in.Backend.addr))
 		if err == nil {
 			return resp, in, cold, nil
 		}
@@ -288,7 +288,7 @@ func copyFlush(w io.Writer, body io.Reader, stream bool, g *Gateway) (n int64, w
 
 // probeH2C asks an h2c instance whether it is ready: the gRPC health check of the
 // server, or an HTTP/2 GET of its readiness path (2xx).
-func (g *Gateway) probeH2C(tr *http.Transport, addr, path string) bool {
+func (g *Gateway) probeH2C(addr, path string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	var req *http.Request
@@ -303,7 +303,7 @@ func (g *Gateway) probeH2C(tr *http.Transport, addr, path string) bool {
 		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 		req.URL = u
 	}
-	resp, err := tr.RoundTrip(req)
+	resp, err := g.h2.tr.RoundTrip(req)
 	if err != nil {
 		return false
 	}

@@ -142,7 +142,7 @@ func (r *revision) probeLoop() {
 // goes to the app itself, makes the instance routable.
 func (g *Gateway) probe(rev *revision, b *backend, path string) bool {
 	if rev.config().H2C() && path != "" {
-		return g.probeH2C(g.h2.transport(rev), b.addr, path)
+		return g.probeH2C(b.addr, path)
 	}
 	if path == "" || path == watch.ProbeGRPC {
 		if rev.guarded() {

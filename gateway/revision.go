@@ -67,10 +67,8 @@ type backend struct {
 	access      *zap.Logger // the revision's access log with the instance encoded once
 }
 
-// newBackend is instance id at addr; single says it is behind rouse's guard (a hard
-// concurrency limit): one request per connection, as the guard counts them.
-func newBackend(id, addr string, single bool, access *zap.Logger) *backend {
-	return &backend{id: id, addr: addr, pool: upstream.Pool{Addr: addr, Single: single}, access: access.With(zap.String("instance", addr))}
+func newBackend(id, addr string, access *zap.Logger) *backend {
+	return &backend{id: id, addr: addr, pool: upstream.Pool{Addr: addr}, access: access.With(zap.String("instance", addr))}
 }
 
 func (g *Gateway) newRevision(cfg revmeta.Config) *revision {
@@ -158,7 +156,7 @@ func (r *revision) setConfig(c revmeta.Config) {
 }
 
 // guarded says the revision's instances are behind rouse's guard, which a hard
-// concurrency limit adds to the group (jobspec): they take one request per connection.
+// concurrency limit adds to the group (jobspec).
 func (r *revision) guarded() bool { return r.config().Concurrency > 0 }
 
 // timeout is the revision's request timeout.
@@ -222,7 +220,7 @@ func (r *revision) applyEndpointsLocked(svc *watch.Service) {
 				if in != nil {
 					in.Backend.pool.CloseIdle()
 				}
-				in = balance.NewInstance(ep.ID, newBackend(ep.ID, ep.Addr, r.guarded(), r.access))
+				in = balance.NewInstance(ep.ID, newBackend(ep.ID, ep.Addr, r.access))
 				r.backends[ep.ID] = in
 			}
 			b := in.Backend

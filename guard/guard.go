@@ -1,18 +1,18 @@
 // Package guard is rouse's in-group concurrency limiter, `rouse guard`: a task beside the
 // app in the Nomad group of every revision with a hard `concurrency` limit. The
 // instance's Consul service points at the guard, so every gateway reaches the app through
-// it, and it lets at most Limit connections reach the app at once; the others wait their
-// turn in arrival order. Gateways send one request per connection to such revisions, so
-// connections are requests.
+// it, and it lets at most Limit requests reach the app at once; the others wait their
+// turn in arrival order.
 //
-// It is a byte relay, not an HTTP proxy: it never parses or rewrites what passes, so it
-// adds no reading of HTTP that could disagree with the gateway's or the app's. What makes
-// the limit exact is when a slot is freed: only once the app has closed its side of the
-// connection (or the revision's timeout has passed since admission). A gateway that dies
-// mid-request closes its end; the guard then only half-closes the app's, keeps reading the
-// app's answer into nowhere, and frees the slot when the app is done — the request runs to
-// its end on the app, and no other request joins it there. docs/architecture.md,
-// "Concurrency across gateways", has the reasoning.
+// It speaks HTTP with Go's net/http on both sides, kept-alive (HTTP/1.1, and h2c with
+// prior knowledge for an h2c app): net/http is the reference the gateway's own HTTP is
+// judged against, and the app gets each request as net/http writes it. What makes the
+// limit exact is when a slot is freed: only once the app's answer has ended (or the
+// revision's timeout has passed since admission). A gateway that dies mid-request goes
+// away with its connection; the guard's request to the app does not depend on it, runs
+// on, and its answer is read into nowhere to its end — the request runs to its end on the
+// app, and no other request joins it there. docs/architecture.md, "Concurrency across
+// gateways", has the reasoning.
 package guard
 
 import (
@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,16 +38,18 @@ type Config struct {
 	Listen string
 	// Upstream is the app's address (required).
 	Upstream string
-	// Limit is the revision's concurrency: connections the app has at most (required, ≥ 1).
+	// H2C: the app speaks HTTP/2 with prior knowledge (protocol = "h2c"), not HTTP/1.1.
+	H2C bool
+	// Limit is the revision's concurrency: requests the app has at most (required, ≥ 1).
 	Limit int
-	// Timeout is the revision's request timeout (required). An admitted connection is cut
+	// Timeout is the revision's request timeout (required). An admitted request is cut
 	// that long after admission and its slot freed, whatever the app is doing, as
-	// Knative's queue-proxy does at the same timeout; a connection still waiting after
-	// that long is refused (its gateway has answered 504 by then).
+	// Knative's queue-proxy does at the same timeout; a request still waiting after that
+	// long gets 504 (its gateway has answered 504 by then).
 	Timeout time.Duration
-	// MaxQueued bounds the connections waiting for a slot (default 1000); more are
-	// refused. Gateways each keep their own share of the slots, so what waits here is at
-	// most about one connection per gateway beyond the limit.
+	// MaxQueued bounds the requests waiting for a slot (default 1000); more get 503.
+	// Gateways each keep their own share of the slots, so what waits here is at most
+	// about one request per gateway beyond the limit.
 	MaxQueued int
 	// DialTimeout bounds connecting to the app (default 5 s).
 	DialTimeout time.Duration
@@ -58,6 +62,7 @@ type Config struct {
 const (
 	defaultMaxQueued   = 1000
 	defaultDialTimeout = 5 * time.Second
+	maxHeaderBytes     = 1 << 20
 )
 
 func (c Config) withDefaults() (Config, error) {
@@ -92,8 +97,10 @@ type Guard struct {
 	log   *zap.Logger
 	clk   clock.Clock
 	ln    net.Listener
-	slots chan struct{} // one token per connection admitted to the app
-	wg    sync.WaitGroup
+	srv   *http.Server
+	tr    *http.Transport
+	slots chan struct{} // one token per request admitted to the app
+	bufs  sync.Pool     // of *[]byte, for copying answers
 
 	queued, admitted atomic.Int64
 	maxAdmitted      atomic.Int64
@@ -110,7 +117,28 @@ func New(cfg Config) (*Guard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("guard: listen: %w", err)
 	}
-	return &Guard{cfg: cfg, log: cfg.Logger, clk: cfg.Clock, ln: ln, slots: make(chan struct{}, cfg.Limit)}, nil
+	g := &Guard{cfg: cfg, log: cfg.Logger, clk: cfg.Clock, ln: ln, slots: make(chan struct{}, cfg.Limit)}
+	var in, out http.Protocols
+	in.SetHTTP1(true)
+	in.SetUnencryptedHTTP2(true) // gateways speak h2c to an h2c revision
+	if cfg.H2C {
+		out.SetUnencryptedHTTP2(true)
+	} else {
+		out.SetHTTP1(true)
+	}
+	g.srv = &http.Server{
+		Handler: g, Protocols: &in, MaxHeaderBytes: maxHeaderBytes,
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second,
+		ErrorLog: zap.NewStdLog(cfg.Logger.Named("http")),
+	}
+	g.tr = &http.Transport{
+		Protocols:   &out,
+		DialContext: (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext,
+		// Bodies pass as they are; every slot may keep its connection.
+		DisableCompression: true, MaxIdleConnsPerHost: cfg.Limit, IdleConnTimeout: 90 * time.Second,
+		MaxResponseHeaderBytes: maxHeaderBytes,
+	}
+	return g, nil
 }
 
 // Addr is the listener's address.
@@ -118,10 +146,10 @@ func (g *Guard) Addr() net.Addr { return g.ln.Addr() }
 
 // Stats are the guard's counters.
 type Stats struct {
-	Admitted    int64 // connections to the app now
-	Queued      int64 // connections waiting for a slot
+	Admitted    int64 // requests at the app now
+	Queued      int64 // requests waiting for a slot
 	MaxAdmitted int64 // the most admitted at once so far
-	Refused     int64 // connections refused: queue full, waited too long, app unreachable
+	Refused     int64 // requests refused: queue full, waited too long, app unreachable
 }
 
 // Stats reads the counters.
@@ -129,42 +157,35 @@ func (g *Guard) Stats() Stats {
 	return Stats{Admitted: g.admitted.Load(), Queued: g.queued.Load(), MaxAdmitted: g.maxAdmitted.Load(), Refused: g.refused.Load()}
 }
 
-// Run serves until ctx ends, then stops accepting and waits for every connection it took
-// — admitted or waiting — to end (each is bounded by Timeout), so that a request admitted
+// Run serves until ctx ends, then stops accepting and waits for every request it took —
+// admitted or waiting — to end (each is bounded by Timeout), so that a request admitted
 // before the instance was told to stop still completes.
 func (g *Guard) Run(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { g.ln.Close() })
-	defer stop()
 	g.log.Info("guarding", zap.String("listen", g.ln.Addr().String()), zap.String("upstream", g.cfg.Upstream),
-		zap.Int("concurrency", g.cfg.Limit), zap.Duration("timeout", g.cfg.Timeout))
-	var err error
-	for {
-		var c net.Conn
-		c, err = g.ln.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			break
-		}
-		g.wg.Add(1)
-		go g.serve(c.(*net.TCPConn))
-	}
-	if ctx.Err() == nil {
-		return fmt.Errorf("guard: accept: %w", err)
+		zap.Bool("h2c", g.cfg.H2C), zap.Int("concurrency", g.cfg.Limit), zap.Duration("timeout", g.cfg.Timeout))
+	errc := make(chan error, 1)
+	go func() { errc <- g.srv.Serve(g.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("guard: serve: %w", err)
+	case <-ctx.Done():
 	}
 	g.log.Info("draining", zap.Int64("admitted", g.admitted.Load()), zap.Int64("queued", g.queued.Load()))
-	g.wg.Wait()
+	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.Timeout+time.Second)
+	defer cancel()
+	err := g.srv.Shutdown(sctx)
+	g.tr.CloseIdleConnections()
+	if err != nil {
+		return fmt.Errorf("guard: drain: %w", err)
+	}
 	return nil
 }
 
-// serve takes one gateway connection through the queue to the app.
-func (g *Guard) serve(c *net.TCPConn) {
-	defer g.wg.Done()
+// ServeHTTP takes one request through the queue to the app.
+func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.queued.Add(1) > int64(g.cfg.MaxQueued) {
 		g.queued.Add(-1)
-		g.refuse(c, "the queue is full")
+		g.refuse(w, http.StatusServiceUnavailable, "queue_full", "its queue is full")
 		return
 	}
 	// The wait is bounded by the timeout: the gateway has answered 504 by then.
@@ -175,57 +196,201 @@ func (g *Guard) serve(c *net.TCPConn) {
 		g.queued.Add(-1)
 	case <-t.C():
 		g.queued.Add(-1)
-		g.refuse(c, "it waited the whole timeout for a slot")
+		g.refuse(w, http.StatusGatewayTimeout, "timeout", "no slot within the timeout")
+		return
+	case <-r.Context().Done():
+		// The gateway gave up (or died) while this waited: its request never reaches
+		// the app.
+		t.Stop()
+		g.queued.Add(-1)
 		return
 	}
 	defer func() { <-g.slots }()
-	// A gateway that gave up while this waited has closed its end: its request (maybe
-	// in the socket's buffer already) must not reach the app.
-	if peerClosed(c) {
-		c.Close()
-		return
-	}
-	up, err := net.DialTimeout("tcp", g.cfg.Upstream, g.cfg.DialTimeout)
-	if err != nil {
-		g.refuse(c, "the app does not accept connections: "+err.Error())
-		return
+	if r.Context().Err() != nil {
+		return // gone just as its turn came
 	}
 	n := g.admitted.Add(1)
 	for m := g.maxAdmitted.Load(); n > m && !g.maxAdmitted.CompareAndSwap(m, n); m = g.maxAdmitted.Load() {
 	}
 	defer g.admitted.Add(-1)
-	g.relay(c, up.(*net.TCPConn))
+	g.forward(w, r)
 }
 
-// refuse resets c without an answer: a gateway retries an idempotent request it got no
-// byte of an answer for on another instance.
-func (g *Guard) refuse(c *net.TCPConn, why string) {
+// refuse answers a request the guard does not pass on.
+func (g *Guard) refuse(w http.ResponseWriter, code int, reason, why string) {
 	g.refused.Add(1)
-	g.log.Warn("refusing a connection: "+why, zap.String("from", c.RemoteAddr().String()))
-	_ = c.SetLinger(0)
-	c.Close()
+	g.log.Warn("refusing a request: "+why, zap.String("reason", reason))
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	io.WriteString(w, "rouse guard: "+why+"\n")
 }
 
-// relay copies both ways until the app has closed its side (or the timeout passed), and
-// only then returns, which frees the slot.
-func (g *Guard) relay(down, up *net.TCPConn) {
-	deadline := g.clk.Now().Add(g.cfg.Timeout)
-	_ = down.SetDeadline(deadline)
-	_ = up.SetDeadline(deadline)
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		_, _ = io.Copy(up, down) // kernel splice on Linux
-		// The gateway is done sending (or gone): the app reads the end of its input and
-		// finishes what it is doing; its answer is still read below.
-		_ = up.CloseWrite()
-	}()
-	if _, err := io.Copy(down, up); err != nil && !errors.Is(err, io.EOF) {
-		// The gateway went away (or the deadline passed): keep reading the app until it
-		// closes, so the slot stays taken while the request still runs there.
-		_, _ = io.Copy(io.Discard, up)
+// forward sends r to the app and its answer back, and returns only once the app's answer
+// has ended (or the timeout passed), which frees the slot. The request to the app does
+// not hang on the gateway's connection: a gateway that goes away leaves it running, and
+// its answer is read to the end into nowhere.
+func (g *Guard) forward(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(r.Context()), g.clk.Now().Add(g.cfg.Timeout))
+	defer cancel()
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	out.URL.Scheme, out.URL.Host = "http", g.cfg.Upstream
+	out.Close = false
+	if r.ContentLength == 0 {
+		out.Body = nil // nothing to send: no chunked empty body either
 	}
-	up.Close()
-	down.Close() // ends the copy towards the app, if the gateway is still sending
-	<-sent
+	upgrade := upgradeType(r.Header)
+	dropHopByHop(out.Header)
+	if upgrade != "" {
+		out.Header.Set("Connection", "Upgrade")
+		out.Header.Set("Upgrade", upgrade)
+	}
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // net/http would add its own
+	}
+	resp, err := g.tr.RoundTrip(out)
+	if err != nil {
+		if ctx.Err() != nil {
+			g.refuse(w, http.StatusGatewayTimeout, "timeout", "the app did not answer within the timeout")
+			return
+		}
+		// Nothing of an answer: end the exchange without one, so that a gateway sends
+		// an idempotent request to another instance, as for an app that refused it.
+		g.refused.Add(1)
+		g.log.Warn("the app failed the request", zap.Error(err))
+		panic(http.ErrAbortHandler)
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		g.tunnel(w, resp)
+		return
+	}
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, vs := range resp.Header {
+		h[k] = vs
+	}
+	dropHopByHop(h)
+	// What the app did not say, net/http must not add.
+	for _, k := range []string{"Content-Type", "Date"} {
+		if _, ok := h[k]; !ok {
+			h[k] = nil
+		}
+	}
+	for k := range resp.Trailer {
+		h.Add("Trailer", k)
+	}
+	w.WriteHeader(resp.StatusCode)
+	// An answer of unknown length may be a stream (server-sent events, gRPC): each piece
+	// goes on as it comes. One of known length goes as net/http buffers it.
+	if err := g.copyAnswer(w, resp.Body, resp.ContentLength < 0 || resp.ProtoMajor == 2); err != nil && !errors.Is(err, errUpstream) {
+		// The gateway went away: the request still runs on the app; wait for its end.
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return
+	}
+	for k, vs := range resp.Trailer {
+		h[http.TrailerPrefix+k] = vs
+	}
+}
+
+// errUpstream marks a failure reading the app's answer, not writing it on.
+var errUpstream = errors.New("reading the app's answer")
+
+// copyAnswer copies the app's answer to w, flushing each piece when flush is set.
+func (g *Guard) copyAnswer(w http.ResponseWriter, body io.Reader, flush bool) error {
+	rc := http.NewResponseController(w)
+	bp, _ := g.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 32<<10)
+		bp = &b
+	}
+	defer g.bufs.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			if flush {
+				if err := rc.Flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return fmt.Errorf("%w: %w", errUpstream, rerr)
+		}
+	}
+}
+
+// tunnel relays an upgraded connection (WebSocket) both ways; the slot is held until
+// both directions have ended.
+func (g *Guard) tunnel(w http.ResponseWriter, resp *http.Response) {
+	up, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	defer up.Close()
+	down, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	defer down.Close()
+	_ = down.SetDeadline(time.Time{})
+	// The 101 head, with the app's fields.
+	fmt.Fprintf(brw, "HTTP/1.1 101 %s\r\n", http.StatusText(http.StatusSwitchingProtocols))
+	_ = resp.Header.Write(brw)
+	brw.WriteString("\r\n")
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(up, brw) // what the client sent, buffered or not
+		if cw, ok := up.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	}()
+	_, _ = io.Copy(down, up)
+	down.Close()
+	<-done
+}
+
+// hopByHop are the fields of one connection (RFC 9110 §7.6.1), never passed on.
+var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// dropHopByHop removes the hop-by-hop fields and those Connection names.
+func dropHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		if k == "Te" && strings.EqualFold(strings.TrimSpace(h.Get("Te")), "trailers") {
+			continue // gRPC asks for trailers end to end
+		}
+		h.Del(k)
+	}
+}
+
+// upgradeType is the protocol an upgrade request asks for ("" for none).
+func upgradeType(h http.Header) string {
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), "upgrade") {
+				return h.Get("Upgrade")
+			}
+		}
+	}
+	return ""
 }

@@ -213,13 +213,13 @@ func Compile(s *Spec, gen int) (*nomadapi.Job, revmeta.Config, error) {
 }
 
 // compileGuard makes a revision with a hard limit (concurrency > 0) enforce it in its own
-// group: a `rouse guard` task beside the app admits at most Concurrency connections to it
-// at once and queues the rest, and the gateways, which reach the app only through it, send
-// one request per connection. The limit cannot be exact from the gateways alone: a gateway
-// that dies mid-request leaves its request running on the instance, and only something on
-// the instance's side, which outlives any gateway, knows when it ends (Knative's
-// queue-proxy; see docs/architecture.md, "Concurrency across gateways"). With concurrency
-// = 0 nothing here runs, and the job is what it was before the guard.
+// group: a `rouse guard` task beside the app, through which the gateways reach it, admits
+// at most Concurrency requests to it at once and queues the rest. The limit cannot be
+// exact from the gateways alone: a gateway that dies mid-request leaves its request
+// running on the instance, and only something on the instance's side, which outlives any
+// gateway, knows when it ends (Knative's queue-proxy; see docs/architecture.md,
+// "Concurrency across gateways"). With concurrency = 0 nothing here runs, and the job is
+// what it was before the guard.
 func compileGuard(s *Spec, job *nomadapi.Job) {
 	group := job.TaskGroups[0]
 	main := group.Tasks[0]
@@ -240,7 +240,7 @@ func compileGuard(s *Spec, job *nomadapi.Job) {
 		Driver: "raw_exec",
 		Config: map[string]any{
 			"command": bin,
-			"args": []string{
+			"args": append([]string{
 				"guard",
 				"--listen", "${NOMAD_ADDR_" + revmeta.GuardPortLabel + "}",
 				// The app's port as the node sees it: for an image on the bridge network, the
@@ -248,7 +248,7 @@ func compileGuard(s *Spec, job *nomadapi.Job) {
 				"--upstream", "${NOMAD_HOST_ADDR_" + revmeta.PortLabel + "}",
 				"--concurrency", strconv.Itoa(s.Concurrency),
 				"--timeout", s.Timeout.String(),
-			},
+			}, guardProtocol(s)...),
 		},
 		// Up before the app, and beside it for the instance's life; Nomad stops it after
 		// the app.
@@ -258,6 +258,14 @@ func compileGuard(s *Spec, job *nomadapi.Job) {
 		KillTimeout:   ptr(s.Timeout),
 		ShutdownDelay: main.ShutdownDelay,
 	})
+}
+
+// guardProtocol is the guard's flag for an h2c app (none for HTTP/1.1).
+func guardProtocol(s *Spec) []string {
+	if s.Protocol == revmeta.ProtocolH2C {
+		return []string{"--h2c"}
+	}
+	return nil
 }
 
 // check rejects what Parse never produces, so a hand-built Spec fails loudly rather than

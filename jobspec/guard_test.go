@@ -65,11 +65,12 @@ func TestGuard(t *testing.T) {
 			if g.Name != "rouse-guard" || g.Driver != "raw_exec" {
 				t.Errorf("guard task %q driver %q", g.Name, g.Driver)
 			}
-			wantConfig := map[string]any{
-				"command": "${meta.rouse_bin}",
-				"args": []string{"guard", "--listen", "${NOMAD_ADDR_guard}", "--upstream", "${NOMAD_HOST_ADDR_http}",
-					"--concurrency", "4", "--timeout", "1m30s"},
+			args := []string{"guard", "--listen", "${NOMAD_ADDR_guard}", "--upstream", "${NOMAD_HOST_ADDR_http}",
+				"--concurrency", "4", "--timeout", "1m30s"}
+			if s.Protocol == "h2c" {
+				args = append(args, "--h2c") // the app speaks h2c
 			}
+			wantConfig := map[string]any{"command": "${meta.rouse_bin}", "args": args}
 			if !reflect.DeepEqual(g.Config, wantConfig) {
 				t.Errorf("guard config %#v\nwant %#v", g.Config, wantConfig)
 			}

@@ -17,10 +17,10 @@ func newGuardCmd(o *rootOptions) *cobra.Command {
 		Use:   "guard",
 		Short: "Run the concurrency guard of one instance (a task rouse adds to hard-limited revisions)",
 		Long: `The guard sits beside one instance's app, in the revision's Nomad group: the instance's
-Consul service points at it, and it lets at most --concurrency connections reach the app
-at once, the others waiting in arrival order. Gateways send one request per connection to
-such revisions, so the limit holds however many gateways there are, and a request whose
-gateway died keeps its slot until the app has finished it.
+Consul service points at it, and it lets at most --concurrency requests reach the app at
+once, the others waiting in arrival order. It speaks HTTP/1.1 and h2c, kept alive on both
+sides (--h2c: the app speaks h2c). The limit holds however many gateways there are, and a
+request whose gateway died keeps its slot until the app has answered it.
 
 rouse adds it to every revision with concurrency > 0; it is not meant to be run by hand.
 The Nomad client needs raw_exec and meta { rouse_bin = "<path of this binary>" }.`,
@@ -43,9 +43,10 @@ The Nomad client needs raw_exec and meta { rouse_bin = "<path of this binary>" }
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "", "address the gateways connect to (required)")
 	f.StringVar(&cfg.Upstream, "upstream", "", "the app's address (required)")
+	f.BoolVar(&cfg.H2C, "h2c", false, "the app speaks HTTP/2 with prior knowledge (protocol = \"h2c\")")
 	f.IntVar(&cfg.Limit, "concurrency", 0, "requests the app has at most at once (required, ≥ 1)")
-	f.DurationVar(&cfg.Timeout, "timeout", 0, "the revision's request timeout: an admitted connection is cut that long after admission (required)")
-	f.IntVar(&cfg.MaxQueued, "max-queued", 1000, "connections waiting for a slot; more are refused")
+	f.DurationVar(&cfg.Timeout, "timeout", 0, "the revision's request timeout: an admitted request is cut that long after admission (required)")
+	f.IntVar(&cfg.MaxQueued, "max-queued", 1000, "requests waiting for a slot; more get 503")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -43,11 +43,7 @@ type Conn struct {
 // Pool is one instance's idle connections, newest last (reused first, so the oldest
 // age out).
 type Pool struct {
-	Addr string
-	// Single: one exchange per connection, never kept alive. An instance behind rouse's
-	// guard (a hard concurrency limit) counts connections as requests, and an idle
-	// kept-alive one would hold its slot.
-	Single bool
+	Addr   string
 	mu     sync.Mutex
 	idle   []idleConn
 	closed bool // the instance left: connections close when their exchange ends
@@ -61,7 +57,7 @@ type idleConn struct {
 // Get returns an idle connection that is still good, or dials one. now is the
 // request's start.
 func (p *Pool) Get(now, deadline time.Time) (*Conn, error) {
-	for !p.Single {
+	for {
 		p.mu.Lock()
 		n := len(p.idle)
 		if n == 0 {
@@ -93,7 +89,7 @@ func Dial(addr string, timeout time.Duration) (*Conn, error) {
 // Put returns a connection whose exchange ended cleanly.
 func (p *Pool) Put(c *Conn, now time.Time) {
 	p.mu.Lock()
-	if p.closed || p.Single || c.R != c.W {
+	if p.closed || c.R != c.W {
 		p.mu.Unlock()
 		c.Close()
 		return
