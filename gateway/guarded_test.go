@@ -60,8 +60,6 @@ func newConnCounter(t testing.TB, sleep time.Duration) *connCounter {
 	return c
 }
 
-func (c *connCounter) port() int { return c.ln.Addr().(*net.TCPAddr).Port }
-
 // h1Sequential sends n requests one after another on one kept-alive HTTP/1.1 connection to g.
 func h1Sequential(t *testing.T, g *gateway.Gateway, svc string, n int) {
 	t.Helper()
