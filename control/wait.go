@@ -514,7 +514,13 @@ func placementReason(failed map[string]*nomadapi.AllocationMetric) string {
 		}
 		parts = append(parts, fmt.Sprintf("%d node(s) evaluated", m.NodesEvaluated))
 		for k, n := range m.ConstraintFiltered {
-			parts = append(parts, fmt.Sprintf("constraint %s filtered %d node(s)", k, n))
+			part := fmt.Sprintf("constraint %s filtered %d node(s)", k, n)
+			if strings.Contains(k, "${meta."+revmeta.GuardBinMeta+"}") {
+				// The guard a hard concurrency limit adds needs the node's rouse binary.
+				part += ": concurrency > 0 runs rouse's guard beside the app, so its clients need raw_exec and meta { " +
+					revmeta.GuardBinMeta + ` = "/path/to/rouse" } (docs/spec.md, concurrency)`
+			}
+			parts = append(parts, part)
 		}
 		for k, n := range m.ClassFiltered {
 			parts = append(parts, fmt.Sprintf("class %s filtered %d node(s)", k, n))
