@@ -12,16 +12,19 @@ import (
 	"testing"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
+
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/guard"
 	"github.com/rouse-run/rouse/internal/revmeta"
+	"github.com/rouse-run/rouse/internal/store"
 )
 
 // connCounter is an HTTP/1.1 and h2c instance that counts the connections it was given
 // and the requests it had in flight at once.
 type connCounter struct {
 	ln                        net.Listener
-	conns, closed             atomic.Int64
+	conns                     atomic.Int64
 	inFlight, maxIn, requests atomic.Int64
 }
 
@@ -48,11 +51,8 @@ func newConnCounter(t testing.TB, sleep time.Duration) *connCounter {
 		time.Sleep(sleep)
 		fmt.Fprint(w, "ok")
 	}), ConnState: func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
+		if s == http.StateNew {
 			c.conns.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			c.closed.Add(1)
 		}
 	}}
 	go func() { _ = srv.Serve(ln) }()
@@ -139,5 +139,57 @@ func TestGuardedRevisionThroughGuard(t *testing.T) {
 		if c := b.conns.Load(); c > 2 { // the readiness probe's and the guard's one
 			t.Fatalf("%q: the instance got %d connections for 8 requests", protocol, c)
 		}
+	}
+}
+
+// Behind a guard, an instance's port accepts connections before its app does, so for a
+// revision with a hard limit and a TCP readiness check (no path to ask) the gateway's own
+// probe does not make a starting instance routable: Consul's check, which goes to the app
+// itself, does. A held request reaches the instance only once that check passes.
+func TestGuardedTCPReadinessWaitsForConsul(t *testing.T) {
+	const svc, rev = "guarded-tcp", "guarded-tcp-00001"
+	b := newConnCounter(t, 0)
+	cfg := revmeta.Defaults(ns, svc, rev)
+	cfg.Timeout, cfg.Concurrency = 20*time.Second, 1
+	st := store.New(cluster.Consul)
+	ctx := context.Background()
+	if err := st.PutRevision(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	agent := cluster.Consul.Agent()
+	// Registered with no readiness path, and not passing yet.
+	err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
+		ID: "guarded-tcp-1", Name: rev, Address: "127.0.0.1", Port: b.ln.Addr().(*net.TCPAddr).Port,
+		Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
+		Check: &consulapi.AgentServiceCheck{CheckID: "guarded-tcp-1-ttl", TTL: "10m", Status: consulapi.HealthCritical},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = agent.ServiceDeregister("guarded-tcp-1")
+		_ = st.DeleteService(ctx, ns, svc)
+		_ = st.DeleteRevision(ctx, ns, rev)
+	})
+	setRoute(t, svc, store.RouteTarget{Revision: rev, Percent: 100})
+	g := startGateway(t, nil)
+	waitReady(t, g, rev, 0)
+
+	start := time.Now()
+	done := make(chan answer, 1)
+	go func() { done <- get(client(g, 1), host(svc), "/") }()
+	time.Sleep(1500 * time.Millisecond) // the gateway probes a candidate within milliseconds
+	if n := b.requests.Load(); n != 0 {
+		t.Fatalf("the instance got %d requests before its Consul check passed", n)
+	}
+	if err := agent.UpdateTTL("guarded-tcp-1-ttl", "", consulapi.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	a := <-done
+	if a.err != nil || a.status != 200 || b.requests.Load() != 1 {
+		t.Fatalf("held request: %d %v; the instance got %d", a.status, a.err, b.requests.Load())
+	}
+	if took := time.Since(start); took < 1500*time.Millisecond {
+		t.Fatalf("answered in %s, before the check passed", took)
 	}
 }
