@@ -29,6 +29,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rouse-run/rouse/gateway/http1"
 	"github.com/rouse-run/rouse/internal/clock"
 )
 
@@ -188,21 +189,7 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, http.StatusServiceUnavailable, "queue_full", "its queue is full")
 		return
 	}
-	// The wait is bounded by the timeout: the gateway has answered 504 by then.
-	t := g.clk.NewTimer(g.cfg.Timeout)
-	select {
-	case g.slots <- struct{}{}:
-		t.Stop()
-		g.queued.Add(-1)
-	case <-t.C():
-		g.queued.Add(-1)
-		g.refuse(w, http.StatusGatewayTimeout, "timeout", "no slot within the timeout")
-		return
-	case <-r.Context().Done():
-		// The gateway gave up (or died) while this waited: its request never reaches
-		// the app.
-		t.Stop()
-		g.queued.Add(-1)
+	if !g.acquire(w, r) {
 		return
 	}
 	defer func() { <-g.slots }()
@@ -214,6 +201,31 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.admitted.Add(-1)
 	g.forward(w, r)
+}
+
+// acquire takes a slot for r, waiting its turn if none is free, and reports whether it
+// got one (if not, r is answered or its gateway is gone). A free slot costs no timer.
+func (g *Guard) acquire(w http.ResponseWriter, r *http.Request) bool {
+	defer g.queued.Add(-1)
+	select {
+	case g.slots <- struct{}{}:
+		return true
+	default:
+	}
+	// The wait is bounded by the timeout: the gateway has answered 504 by then.
+	t := g.clk.NewTimer(g.cfg.Timeout)
+	defer t.Stop()
+	select {
+	case g.slots <- struct{}{}:
+		return true
+	case <-t.C():
+		g.refuse(w, http.StatusGatewayTimeout, "timeout", "no slot within the timeout")
+		return false
+	case <-r.Context().Done():
+		// The gateway gave up (or died) while this waited: its request never reaches
+		// the app.
+		return false
+	}
 }
 
 // refuse answers a request the guard does not pass on.
@@ -363,10 +375,9 @@ func (g *Guard) tunnel(w http.ResponseWriter, resp *http.Response) {
 	<-done
 }
 
-// hopByHop are the fields of one connection (RFC 9110 §7.6.1), never passed on.
-var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
-// dropHopByHop removes the hop-by-hop fields and those Connection names.
+// dropHopByHop removes the fields of one connection (http1.HopByHop, the gateway's own
+// list), Transfer-Encoding (net/http frames each hop itself) and the fields Connection
+// names. TE: trailers stays: gRPC asks for trailers end to end.
 func dropHopByHop(h http.Header) {
 	for _, v := range h["Connection"] {
 		for _, f := range strings.Split(v, ",") {
@@ -375,11 +386,13 @@ func dropHopByHop(h http.Header) {
 			}
 		}
 	}
-	for _, k := range hopByHop {
+	for k := range h {
 		if k == "Te" && strings.EqualFold(strings.TrimSpace(h.Get("Te")), "trailers") {
-			continue // gRPC asks for trailers end to end
+			continue
 		}
-		h.Del(k)
+		if http1.HopByHop(k) || k == "Transfer-Encoding" {
+			delete(h, k)
+		}
 	}
 }
 

@@ -238,6 +238,10 @@ func (h hdr) endToEnd() bool {
 // to an h2c instance).
 func EndToEnd(name string) bool { return classify([]byte(name)).endToEnd() }
 
+// HopByHop reports whether a field of this name belongs to one connection only (the list
+// hopByHop keeps), for a proxy that forwards net/http headers (rouse guard).
+func HopByHop(name string) bool { return classify([]byte(name)).hopByHop() }
+
 // framing headers are never dropped because a Connection header names them: the
 // gateway relays the body with the framing they declare, so the next hop needs them.
 func (h hdr) framing() bool { return h == hContentLength || h == hTransferEncoding || h == hHost }

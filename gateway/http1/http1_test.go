@@ -439,3 +439,17 @@ func TestKeptValue(t *testing.T) {
 		}
 	}
 }
+
+// HopByHop names the fields of one connection, in any case; framing and end-to-end
+// fields are not among them.
+func TestHopByHop(t *testing.T) {
+	for name, want := range map[string]bool{
+		"Connection": true, "keep-alive": true, "Proxy-Connection": true, "TE": true, "Trailer": true,
+		"Upgrade": true, "Proxy-Authenticate": true, "proxy-authorization": true,
+		"Transfer-Encoding": false, "Content-Length": false, "Host": false, "X-Forwarded-For": false, "Accept": false,
+	} {
+		if got := HopByHop(name); got != want {
+			t.Errorf("HopByHop(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
