@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -109,13 +108,6 @@ func BenchmarkForwardGuarded(b *testing.B) {
 	}
 	defer ln.Close()
 	go serveMinimal(ln)
-	gd, err := guard.New(guard.Config{Listen: "127.0.0.1:0", Upstream: ln.Addr().String(), Limit: 1000, Timeout: time.Minute})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gd.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	gd := runGuard(b, guard.Config{Upstream: ln.Addr().String(), Limit: 1000, Timeout: time.Minute})
 	benchForwardWith(b, "bench-guarded", func(c *revmeta.Config) { c.Protocol, c.Concurrency = "", 1000 }, nil, gd.Addr().(*net.TCPAddr).Port)
 }

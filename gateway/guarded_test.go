@@ -17,7 +17,6 @@ import (
 	"github.com/rouse-run/rouse/gateway"
 	"github.com/rouse-run/rouse/guard"
 	"github.com/rouse-run/rouse/internal/revmeta"
-	"github.com/rouse-run/rouse/internal/store"
 )
 
 // connCounter is an HTTP/1.1 and h2c instance that counts the connections it was given
@@ -58,6 +57,21 @@ func newConnCounter(t testing.TB, sleep time.Duration) *connCounter {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return c
+}
+
+// runGuard runs a rouse guard with cfg on a free loopback port until the test ends.
+func runGuard(tb testing.TB, cfg guard.Config) *guard.Guard {
+	tb.Helper()
+	cfg.Listen = "127.0.0.1:0"
+	gd, err := guard.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gd.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	return gd
 }
 
 // h1Sequential sends n requests one after another on one kept-alive HTTP/1.1 connection to g.
@@ -109,14 +123,7 @@ func h2Sequential(t *testing.T, g *gateway.Gateway, svc string, n int) {
 func TestGuardedRevisionThroughGuard(t *testing.T) {
 	for _, protocol := range []string{"", revmeta.ProtocolH2C} {
 		b := newConnCounter(t, 100*time.Millisecond)
-		gd, err := guard.New(guard.Config{Listen: "127.0.0.1:0", Upstream: b.ln.Addr().String(), H2C: protocol != "", Limit: 1, Timeout: 10 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = gd.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+		gd := runGuard(t, guard.Config{Upstream: b.ln.Addr().String(), H2C: protocol != "", Limit: 1, Timeout: 10 * time.Second})
 		svc := "through-guard-h1"
 		if protocol != "" {
 			svc = "through-guard-h2c"
@@ -151,29 +158,8 @@ func TestGuardedTCPReadinessWaitsForConsul(t *testing.T) {
 	b := newConnCounter(t, 0)
 	cfg := revmeta.Defaults(ns, svc, rev)
 	cfg.Timeout, cfg.Concurrency = 20*time.Second, 1
-	st := store.New(cluster.Consul)
-	ctx := context.Background()
-	if err := st.PutRevision(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	agent := cluster.Consul.Agent()
 	// Registered with no readiness path, and not passing yet.
-	err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
-		ID: "guarded-tcp-1", Name: rev, Address: "127.0.0.1", Port: b.ln.Addr().(*net.TCPAddr).Port,
-		Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
-		Check: &consulapi.AgentServiceCheck{CheckID: "guarded-tcp-1-ttl", TTL: "10m", Status: consulapi.HealthCritical},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = agent.ServiceDeregister("guarded-tcp-1")
-		_ = st.DeleteService(ctx, ns, svc)
-		_ = st.DeleteRevision(ctx, ns, rev)
-	})
-	setRoute(t, svc, store.RouteTarget{Revision: rev, Percent: 100})
-	g := startGateway(t, nil)
-	waitReady(t, g, rev, 0)
+	g, check := routeCandidate(t, cfg, b.ln.Addr().(*net.TCPAddr).Port, nil)
 
 	start := time.Now()
 	done := make(chan answer, 1)
@@ -182,7 +168,7 @@ func TestGuardedTCPReadinessWaitsForConsul(t *testing.T) {
 	if n := b.requests.Load(); n != 0 {
 		t.Fatalf("the instance got %d requests before its Consul check passed", n)
 	}
-	if err := agent.UpdateTTL("guarded-tcp-1-ttl", "", consulapi.HealthPassing); err != nil {
+	if err := cluster.Consul.Agent().UpdateTTL(check, "", consulapi.HealthPassing); err != nil {
 		t.Fatal(err)
 	}
 	a := <-done

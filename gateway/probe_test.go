@@ -58,6 +58,38 @@ func stallingInstance(t *testing.T, stalls int32) (port int, accepted *atomic.In
 	return ln.Addr().(*net.TCPAddr).Port, accepted
 }
 
+// routeCandidate routes cfg's service to one instance at port, registered in Consul (with
+// meta) but not passing, so that the gateway holds requests and probes it itself; it
+// returns a gateway that routes it and the ID of the instance's TTL check.
+func routeCandidate(t *testing.T, cfg revmeta.Config, port int, meta map[string]string) (*gateway.Gateway, string) {
+	t.Helper()
+	st := store.New(cluster.Consul)
+	ctx := context.Background()
+	if err := st.PutRevision(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	agent := cluster.Consul.Agent()
+	id := cfg.Revision + "-1"
+	err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
+		ID: id, Name: cfg.Revision, Address: "127.0.0.1", Port: port,
+		Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + cfg.Service},
+		Meta:  meta,
+		Check: &consulapi.AgentServiceCheck{CheckID: id + "-ttl", TTL: "10m", Status: consulapi.HealthCritical},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = agent.ServiceDeregister(id)
+		_ = st.DeleteService(ctx, ns, cfg.Service)
+		_ = st.DeleteRevision(ctx, ns, cfg.Revision)
+	})
+	setRoute(t, cfg.Service, store.RouteTarget{Revision: cfg.Revision, Percent: 100})
+	g := startGateway(t, nil)
+	waitReady(t, g, cfg.Revision, 0)
+	return g, id + "-ttl"
+}
+
 // A waking instance whose first connections are accepted but never answered (a container
 // behind docker's userland proxy) is found by the next probe attempt, not after the probe
 // timeout: before probes were hedged, every container wake took 1.1 s.
@@ -66,30 +98,7 @@ func TestProbeHedgesASilentConnection(t *testing.T) {
 	port, accepted := stallingInstance(t, 2)
 	cfg := revmeta.Defaults(ns, svc, rev)
 	cfg.Timeout = 10 * time.Second
-	st := store.New(cluster.Consul)
-	ctx := context.Background()
-	if err := st.PutRevision(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	agent := cluster.Consul.Agent()
-	// Registered but not passing: the gateway holds requests and probes it itself.
-	err := agent.ServiceRegister(&consulapi.AgentServiceRegistration{
-		ID: "stall-1", Name: rev, Address: "127.0.0.1", Port: port,
-		Tags:  []string{revmeta.TagRouse, revmeta.TagServicePrefix + svc},
-		Meta:  map[string]string{revmeta.MetaReadinessPath: "/healthz"},
-		Check: &consulapi.AgentServiceCheck{TTL: "10m", Status: consulapi.HealthCritical},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = agent.ServiceDeregister("stall-1")
-		_ = st.DeleteService(ctx, ns, svc)
-		_ = st.DeleteRevision(ctx, ns, rev)
-	})
-	setRoute(t, svc, store.RouteTarget{Revision: rev, Percent: 100})
-	g := startGateway(t, nil)
-	waitReady(t, g, rev, 0)
+	g, _ := routeCandidate(t, cfg, port, map[string]string{revmeta.MetaReadinessPath: "/healthz"})
 
 	a := get(client(g, 1), host(svc), "/")
 	if a.err != nil || a.status != 200 || a.body != "ok\n" {
