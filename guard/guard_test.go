@@ -51,15 +51,20 @@ func startApp(t *testing.T) *app {
 		}
 		fmt.Fprintf(w, "done %d\n", n)
 	})
+	a.addr = serve(t, &http.Server{Handler: mux})
+	return a
+}
+
+// serve runs srv on a free loopback port until the test ends and returns its address.
+func serve(t *testing.T, srv *http.Server) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	a.addr = ln.Addr().String()
-	return a
+	return ln.Addr().String()
 }
 
 // startGuard runs a guard until the test ends; cancel stops it, and done closes once Run
@@ -343,13 +348,7 @@ func startRecorder(t *testing.T, h2c bool) *recorder {
 			rec.conns.Add(1)
 		}
 	}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	rec.addr = ln.Addr().String()
+	rec.addr = serve(t, srv)
 	return rec
 }
 
@@ -498,14 +497,7 @@ func TestWebSocketHoldsItsSlot(t *testing.T) {
 			}
 		}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	g, _, _, _ := startGuard(t, Config{Upstream: ln.Addr().String(), Limit: 1, Timeout: 10 * time.Second})
+	g, _, _, _ := startGuard(t, Config{Upstream: serve(t, &http.Server{Handler: mux}), Limit: 1, Timeout: 10 * time.Second})
 	url := "ws://" + g.Addr().String() + "/ws"
 	first, _, err := websocket.DefaultDialer.Dial(url, nil)
 	if err != nil {

@@ -57,7 +57,7 @@ func via(addr string) *http.Client {
 type answer struct {
 	code     int
 	inflight int // the instance's X-Inflight: its requests in flight when this one began
-	instance string
+	body     string
 	err      error
 }
 
@@ -67,9 +67,9 @@ func get(cl *http.Client, url string) answer {
 		return answer{err: err}
 	}
 	defer resp.Body.Close()
-	_, err = io.Copy(io.Discard, resp.Body)
+	b, err := io.ReadAll(resp.Body)
 	n, _ := strconv.Atoi(resp.Header.Get("X-Inflight"))
-	return answer{code: resp.StatusCode, inflight: n, instance: resp.Header.Get("X-Instance"), err: err}
+	return answer{code: resp.StatusCode, inflight: n, body: string(b), err: err}
 }
 
 // appStats are one instance's own counts (testbackend's /stats).
@@ -322,22 +322,11 @@ func TestConcurrencyExactFromZeroWithTimeout(t *testing.T) {
 	waitRoutes(t, gws, "exact0")
 	const n = 6
 	answers := make([]answer, n)
-	bodies := make([]string, n)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range n {
 		cl := via(gws[i%len(gws)].PublicAddr)
-		wg.Go(func() {
-			resp, err := cl.Get("http://exact0.default.localhost/?sleep=1s&hold=1")
-			if err != nil {
-				answers[i] = answer{err: err}
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			k, _ := strconv.Atoi(resp.Header.Get("X-Inflight"))
-			answers[i], bodies[i] = answer{code: resp.StatusCode, inflight: k}, string(b)
-		})
+		wg.Go(func() { answers[i] = get(cl, "http://exact0.default.localhost/?sleep=1s&hold=1") })
 	}
 	wg.Wait()
 	took := time.Since(start)
@@ -349,10 +338,10 @@ func TestConcurrencyExactFromZeroWithTimeout(t *testing.T) {
 			if a.inflight != 1 {
 				t.Errorf("request %d: the instance had %d at once", i, a.inflight)
 			}
-		case a.err == nil && a.code == 504 && strings.Contains(bodies[i], "within its timeout of 4s"):
+		case a.err == nil && a.code == 504 && strings.Contains(a.body, "within its timeout of 4s"):
 			timedOut++
 		default:
-			t.Errorf("request %d: %d %v %q", i, a.code, a.err, bodies[i])
+			t.Errorf("request %d: %d %v %q", i, a.code, a.err, a.body)
 		}
 	}
 	// Six seconds of work in a 4 s timeout, one at a time: some are served, some are not.
