@@ -374,20 +374,25 @@ func TestNewGatewayIsHeardAtOnce(t *testing.T) {
 // landed in Nomad, to the nanosecond.
 func firstScaleUp(t *testing.T, rev string) *nomadapi.ScalingEvent {
 	t.Helper()
-	st, _, err := cluster.Nomad.Jobs().ScaleStatus(rev, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Nomad records a scale's event after the count it sets (a CI run read the count at
+	// 1 and no event yet), so the event is waited for; its own time is what is judged.
 	var first *nomadapi.ScalingEvent
-	evs := st.TaskGroups[revmeta.Group].Events
-	for i, e := range evs {
-		if e.Count != nil && *e.Count >= 1 && (first == nil || e.Time < first.Time) {
-			first = &evs[i]
+	poll.Until(t, 5*time.Second, "a scaling event of "+rev+" to ≥ 1", func() error {
+		st, _, err := cluster.Nomad.Jobs().ScaleStatus(rev, nil)
+		if err != nil {
+			return err
 		}
-	}
-	if first == nil {
-		t.Fatalf("no scaling event of %s to ≥ 1: %+v", rev, evs)
-	}
+		evs := st.TaskGroups[revmeta.Group].Events
+		for i, e := range evs {
+			if e.Count != nil && *e.Count >= 1 && (first == nil || e.Time < first.Time) {
+				first = &evs[i]
+			}
+		}
+		if first == nil {
+			return fmt.Errorf("events %+v", evs)
+		}
+		return nil
+	})
 	return first
 }
 
