@@ -229,6 +229,7 @@ func TestConcurrencyExactAcrossGateways(t *testing.T) {
 		})
 	}
 	time.Sleep(4 * time.Second)
+	beforeKill := ok.Load()
 	survivors := []*multinode.Daemon{p.gateways[0], p.gateways[1]}
 	live.Store(&survivors)
 	victim.Kill()
@@ -239,6 +240,7 @@ func TestConcurrencyExactAcrossGateways(t *testing.T) {
 	waitRoutes(t, []*multinode.Daemon{added}, "exact2")
 	withAdded := append(append([]*multinode.Daemon{}, survivors...), added)
 	live.Store(&withAdded)
+	atAdd := ok.Load()
 	time.Sleep(6 * time.Second)
 	close(stop)
 	wg.Wait()
@@ -261,8 +263,17 @@ func TestConcurrencyExactAcrossGateways(t *testing.T) {
 	if f := failed.Load(); f > 12 {
 		t.Errorf("%d requests failed through the killed gateway; at most the 12 in flight may", f)
 	}
-	if ok.Load() < 100 {
-		t.Errorf("only %d requests answered in 12 s at 4 slots of 300 ms", ok.Load())
+	// The load ran through each phase: 4 s before the kill, from the kill until the added
+	// gateway routes, 6 s after. Even one instance's 2 slots of 300 ms answer 6 a second.
+	// (No floor on the total: how the gateways' shares fall on the instances, and a dead
+	// gateway's share until Consul drops it, leave one instance busier than the other.)
+	for _, ph := range []struct {
+		name string
+		n    int64
+	}{{"before the kill", beforeKill}, {"from the kill to the added gateway", atAdd - beforeKill}, {"after the gateway was added", ok.Load() - atAdd}} {
+		if ph.n < 10 {
+			t.Errorf("%d requests answered %s", ph.n, ph.name)
+		}
 	}
 	p.deleteAll(t, []string{"exact2"})
 }
